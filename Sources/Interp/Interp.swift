@@ -1,0 +1,9 @@
+// `import Interp` gives a script the whole toolkit.
+@_exported import InterpCore
+@_exported import SafeTensors
+@_exported import InterpModels
+@_exported import ActivationStore
+
+public enum InterpVersion {
+    public static let current = "0.1.0"
+}

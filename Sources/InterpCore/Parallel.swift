@@ -1,0 +1,18 @@
+import Dispatch
+import Foundation
+
+/// Splits `0..<count` into contiguous chunks and runs them on all cores. For elementwise kernels only:
+/// BLAS calls bring their own threads.
+public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Range<Int>) -> Void) {
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let chunks = max(1, min(cores, count / max(minimumChunk, 1)))
+    if chunks == 1 {
+        body(0..<count)
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+        let start = count * chunk / chunks
+        let end = count * (chunk + 1) / chunks
+        body(start..<end)
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import Interp
+import InterpTestSupport
+import Testing
+
+/// The built `interp` binary, run as a user runs it: exit codes, stdout, the one stderr line, files written.
+@Suite struct CLITests {
+    func interp(_ arguments: String...) throws -> CommandResult { try InterpBinary.run(arguments) }
+
+    /// A failed command prints exactly one line, `error: <file>: <problem>`, and exits 1.
+    func expectOneLineError(_ result: CommandResult, _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(result.status == 1, sourceLocation: sourceLocation)
+        #expect(result.stderr == "error: \(expected)\n", sourceLocation: sourceLocation)
+        #expect(result.stdout.isEmpty, sourceLocation: sourceLocation)
+    }
+
+    @Test func infoListsArchitectureAndHooks() throws {
+        let result = try interp("info", "--model", "fixtures/models/attn-only")
+        #expect(result.status == 0 && result.stderr.isEmpty)
+        #expect(result.stdout.contains("layers       2, attention only"))
+        #expect(result.stdout.contains("hook points (28):"))
+        let patternLine = result.stdout.split(separator: "\n").first { $0.contains("blocks.1.attn.hook_pattern") }
+        #expect(patternLine?.hasSuffix("[batch, n_heads, q_pos, k_pos]") == true)
+        #expect(!result.stdout.contains("mlp"))
+    }
+
+    /// The JSON parameter count equals the number of parameter scalars actually in the weights file.
+    @Test func infoJSON() throws {
+        let result = try interp("info", "--model", "fixtures/models/gpt2-hf", "--json")
+        #expect(result.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        #expect(object["format"] as? String == "huggingface-gpt2")
+        #expect((object["hooks"] as! [Any]).count == 40)
+        let weights = try SafeTensorsFile(path: Fixtures.model("gpt2-hf") + "/model.safetensors")
+        let stored = weights.entries.values.reduce(0) { $0 + $1.elementCount }
+        // HF stores no unembedding (tied to wte) and no unembedding bias; TL counts both.
+        let config = object["config"] as! [String: Any]
+        let vocab = config["d_vocab"] as! Int, dModel = config["d_model"] as! Int
+        #expect(object["parameter_count"] as? Int == stored + vocab * dModel + vocab)
+    }
+
+    @Test func runPrintsTopTokens() throws {
+        let result = try interp("run", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json", "--top", "3")
+        #expect(result.status == 0)
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.count == 3)
+        // The printed winner is the argmax of TransformerLens's logits at the last position.
+        let reference = try SafeTensorsFile(path: Fixtures.reference("gpt2.safetensors")).tensor("logits")
+        let V = reference.shape[2], P = reference.shape[1]
+        for b in 0..<3 {
+            let row = reference.scalars[((b * P + P - 1) * V)..<((b * P + P) * V)]
+            let best = row.indices.max { row[$0] < row[$1] }! - (b * P + P - 1) * V
+            #expect(lines[b].hasPrefix("prompt \(b): next-token top 3: \(best) ("))
+        }
+    }
+
+    @Test func runWritesLogitsAndCachedHooks() throws {
+        let out = try Fixtures.temporaryDirectory() + "/acts.safetensors"
+        let result = try interp("run", "--model", "fixtures/models/noln-relu-bidir", "--tokens",
+                                "fixtures/reference/noln-relu-bidir.tokens.json",
+                                "--cache", "blocks.*.hook_resid_post, blocks.0.attn.hook_pattern", "--out", out)
+        #expect(result.status == 0, "\(result.stderr)")
+        let file = try SafeTensorsFile(path: out)
+        #expect(Set(file.names) == ["logits", "tokens", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.0.attn.hook_pattern"])
+        let reference = try SafeTensorsFile(path: Fixtures.reference("noln-relu-bidir.safetensors"))
+        for name in file.names where name != "tokens" {
+            let check = compare(try file.tensor(name), try reference.tensor(name), atol: 1e-4)
+            #expect(check.passed, "\(name): \(check)")
+        }
+        #expect(try file.integers("tokens").values.map(Int.init) == Fixtures.tokens("noln-relu-bidir").flatMap { $0 })
+        #expect(file.metadata["model_name"] == "fixture-noln-relu-bidir")
+    }
+
+    @Test func badModelDirectory() throws {
+        expectOneLineError(try interp("info", "--model", "no/such/model"), "no/such/model: no such model directory")
+        let dir = try Fixtures.temporaryDirectory()
+        try FileManager.default.copyItem(atPath: Fixtures.model("attn-only"), toPath: dir + "/m")
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/m/model.safetensors"))
+        expectOneLineError(try interp("info", "--model", dir + "/m"),
+                           "\(dir)/m/model.safetensors: not a safetensors file: 3 bytes, shorter than the 8-byte header length")
+    }
+
+    @Test func badTokenFiles() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let cases: [(String, String)] = [
+            ("[[1, 2], [3]]", "sequences have different lengths (sequence 0 has 2 tokens, sequence 1 has 1); a batch must be rectangular"),
+            ("[[1, 50]]", "token id 50 at sequence 0, position 1 is outside the vocabulary (0..<50)"),
+            ("[[" + Array(repeating: "1", count: 17).joined(separator: ",") + "]]", "sequences have 17 tokens, more than the model's context of 16"),
+            ("[[1, 2.5]]", "not a JSON list of lists of token ids"),
+            ("{\"tokens\": []}", "not a JSON list of lists of token ids"),
+            ("[]", "no sequences: the batch is empty"),
+        ]
+        for (index, (content, message)) in cases.enumerated() {
+            let path = dir + "/t\(index).json"
+            try Data(content.utf8).write(to: URL(fileURLWithPath: path))
+            expectOneLineError(try interp("run", "--model", "fixtures/models/attn-only", "--tokens", path), "\(path): \(message)")
+        }
+        expectOneLineError(try interp("run", "--model", "fixtures/models/attn-only", "--tokens", dir + "/none.json"),
+                           "\(dir)/none.json: cannot read file")
+    }
+
+    @Test func badCachePatternWritesNothing() throws {
+        let out = try Fixtures.temporaryDirectory() + "/x.safetensors"
+        expectOneLineError(try interp("run", "--model", "fixtures/models/attn-only", "--tokens", "fixtures/reference/attn-only.tokens.json",
+                                      "--cache", "blocks.*.mlp.hook_post", "--out", out),
+                           "hook pattern 'blocks.*.mlp.hook_post' matches no hook point of this model (see `interp info`)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func unwritableOutputLeavesNoFile() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let out = dir + "/missing/x.safetensors"
+        let result = try interp("run", "--model", "fixtures/models/attn-only", "--tokens", "fixtures/reference/attn-only.tokens.json", "--out", out)
+        expectOneLineError(result, "\(out): cannot create (No such file or directory)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
+    @Test func usageErrorsExitNonZero() throws {
+        let result = try interp("run", "--model", "fixtures/models/attn-only", "--tokens", "t.json", "--cache", "hook_embed")
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--cache needs --out"))
+        #expect(try interp("frobnicate").status != 0)
+    }
+
+    /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"]])
+    func helpMatchesSnapshot(arguments: [String]) throws {
+        let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
+        #expect(result.status == 0)
+        let name = (["interp"] + arguments.dropLast()).joined(separator: "-") + ".txt"
+        let path = Fixtures.repositoryRoot + "/Tests/CLITests/Snapshots/" + name
+        if ProcessInfo.processInfo.environment["INTERP_UPDATE_SNAPSHOTS"] == "1" {
+            try Data(result.stdout.utf8).write(to: URL(fileURLWithPath: path))
+        }
+        let snapshot = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(result.stdout == snapshot, "help for \(arguments) changed; rerun with INTERP_UPDATE_SNAPSHOTS=1 if intended")
+    }
+}
