@@ -38,6 +38,24 @@ public enum ActivationFunction: String, Codable, Sendable, CaseIterable {
         }
     }
 
+    /// `x[r, i] = f(x[r, i] + bias[i])` over `rows × width`, in place: the bias add fused into the same pass.
+    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, bias: UnsafePointer<Float>) {
+        parallelChunks(rows, minimumChunk: max(1, 16384 / max(width, 1))) { range in
+            for r in range {
+                let row = x + r * width
+                for i in 0..<width { row[i] += bias[i] }
+                switch self {
+                case .relu:
+                    mapInPlace(row, width, vector: { $0.replacing(with: 0, where: $0 .< 0) }, scalar: { $0 < 0 ? 0 : $0 })
+                case .geluNew:
+                    mapInPlace(row, width, vector: geluTanhLanes, scalar: geluTanhScalar)
+                case .gelu:
+                    for i in 0..<width { row[i] = 0.5 * row[i] * (1 + erff(row[i] * 0.70710678118654752)) }
+                }
+            }
+        }
+    }
+
     /// Reference: the textbook formula in Double.
     public func naive(_ x: Double) -> Double {
         switch self {

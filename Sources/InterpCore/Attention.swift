@@ -46,20 +46,24 @@ public enum Attention {
     }
 
     /// Row-wise softmax over the last axis, in place. A row of only −∞ becomes zeros (as TL turns NaN into 0).
-    public static func softmax(_ scores: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+    /// With `causalBlock` = p, rows are taken as `[…, p, p]` blocks whose row q is −∞ after column q: only the
+    /// first q + 1 entries are computed and the rest set to 0 (the same result, half the work).
+    public static func softmax(_ scores: UnsafeMutablePointer<Float>, rows: Int, width: Int, causalBlock: Int? = nil) {
         parallelChunks(rows, minimumChunk: 256) { range in
             for r in range {
                 let row = scores + r * width
+                let valid = causalBlock.map { min(r % $0 + 1, width) } ?? width
                 var maximum = -Float.infinity
-                for i in 0..<width { maximum = max(maximum, row[i]) }
+                for i in 0..<valid { maximum = max(maximum, row[i]) }
                 if maximum == -.infinity {
                     for i in 0..<width { row[i] = 0 }
                     continue
                 }
                 let m = Lanes(repeating: maximum)
-                mapInPlace(row, width, vector: { vectorExp($0 - m) }, scalar: { expf($0 - maximum) })
-                let inverse = 1 / vectorSum(row, width)
-                for i in 0..<width { row[i] *= inverse }
+                mapInPlace(row, valid, vector: { vectorExp($0 - m) }, scalar: { expf($0 - maximum) })
+                let inverse = 1 / vectorSum(row, valid)
+                for i in 0..<valid { row[i] *= inverse }
+                for i in valid..<width { row[i] = 0 }
             }
         }
     }

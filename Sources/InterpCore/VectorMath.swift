@@ -17,8 +17,10 @@ public func vectorExp(_ input: Lanes) -> Lanes {
     p = p * x + Lanes(repeating: 1.6666665459e-1)
     p = p * x + Lanes(repeating: 5.0000001201e-1)
     let y = p * x * x + x + Lanes(repeating: 1)
-    let exponent = (SIMD8<Int32>(n, rounding: .towardZero) &+ SIMD8<Int32>(repeating: 127)) &<< SIMD8<Int32>(repeating: 23)
-    let scale = unsafeBitCast(exponent, to: Lanes.self)
+    // 2ⁿ from the bits: adding 1.5·2²³ puts the integer n in the low mantissa bits (exact for |n| < 2²²), which
+    // avoids Swift's generic (slow) float-to-integer vector conversion.
+    let shifted = unsafeBitCast(n + Lanes(repeating: 12_582_912), to: SIMD8<Int32>.self) &- SIMD8<Int32>(repeating: 0x4B40_0000)
+    let scale = unsafeBitCast((shifted &+ SIMD8<Int32>(repeating: 127)) &<< SIMD8<Int32>(repeating: 23), to: Lanes.self)
     // Inputs below the clamp give exactly 0 (exp(-inf) = 0 for masked attention scores).
     return (y * scale).replacing(with: 0, where: input .< Lanes(repeating: -87.33654))
 }

@@ -99,11 +99,12 @@ private final class ForwardPass {
         try normalize(work.resid, into: work.normed, parameters: model.lnFinal,
                       scaleHook: HookName(.lnFinalScale), normalizedHook: HookName(.lnFinalNormalized))
         let final = c.normalization == .none ? work.resid : work.normed
-        var logits = Tensor(zeros: [tokens.batch, tokens.positions, c.dVocabOut])
-        logits.withUnsafeMutableBufferPointer { out in
+        // Filled by the bias rows before the GEMM accumulates into it, so no zero fill is needed first.
+        let scalars = [Float](unsafeUninitializedCapacity: rows * c.dVocabOut) { out, initialized in
             linear(final, width: D, weight: model.wU, bias: model.bU, outWidth: c.dVocabOut, into: out.baseAddress!)
+            initialized = rows * c.dVocabOut
         }
-        return (logits, cache)
+        return (Tensor(shape: [tokens.batch, tokens.positions, c.dVocabOut], scalars: scalars), cache)
     }
 
     // MARK: - Pieces
@@ -174,8 +175,11 @@ private final class ForwardPass {
 
         Attention.scores(qkv: work.qkv, shape, attnScale: c.effectiveAttnScale, into: work.scores)
         let patternRows = tokens.batch * H * tokens.positions
-        try visit(.block(layer, .attnScores), work.scores, rows: patternRows, width: tokens.positions)
-        Attention.softmax(work.scores, rows: patternRows, width: tokens.positions)
+        let scoresHook = HookName.block(layer, .attnScores)
+        try visit(scoresHook, work.scores, rows: patternRows, width: tokens.positions)
+        // The causal shortcut skips the masked columns; a hook on the scores may have changed them, so not then.
+        let causalBlock = shape.causal && !hooks.isActive(scoresHook) ? tokens.positions : nil
+        Attention.softmax(work.scores, rows: patternRows, width: tokens.positions, causalBlock: causalBlock)
         try visit(.block(layer, .pattern), work.scores, rows: patternRows, width: tokens.positions)
         Attention.mix(pattern: work.scores, qkv: work.qkv, shape, into: work.z)
         try visit(.block(layer, .z), work.z, width: hd)
@@ -213,9 +217,21 @@ private final class ForwardPass {
 
     private func mlp(layer: Int, weights: TransformerModel.Layer, input: UnsafeMutablePointer<Float>) throws {
         let F = c.dMLP, D = c.dModel
-        linear(input, width: D, weight: weights.wIn, bias: weights.bIn, outWidth: F, into: work.mlpHidden)
-        try visit(.block(layer, .mlpPre), work.mlpHidden)
-        c.actFn!.apply(work.mlpHidden, count: rows * F)
+        let preHook = HookName.block(layer, .mlpPre)
+        weights.wIn.withUnsafeBufferPointer { w in
+            GEMM.multiply(m: rows, n: F, k: D, input, lda: D, w.baseAddress!, ldb: F, work.mlpHidden, ldc: F)
+        }
+        weights.bIn.withUnsafeBufferPointer { b in
+            if hooks.isActive(preHook) {
+                addRows(b.baseAddress!, to: work.mlpHidden, rows: rows, width: F)
+            } else {
+                c.actFn!.apply(work.mlpHidden, rows: rows, width: F, bias: b.baseAddress!)
+            }
+        }
+        if hooks.isActive(preHook) {
+            try visit(preHook, work.mlpHidden)
+            c.actFn!.apply(work.mlpHidden, count: rows * F)
+        }
         try visit(.block(layer, .mlpPost), work.mlpHidden)
         linear(work.mlpHidden, width: F, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: work.mlpOut)
     }
@@ -237,6 +253,15 @@ private final class ForwardPass {
     private func fillRows(_ out: UnsafeMutablePointer<Float>, rows: Int, with row: UnsafePointer<Float>, width: Int) {
         parallelChunks(rows, minimumChunk: 64) { range in
             for r in range { (out + r * width).update(from: row, count: width) }
+        }
+    }
+
+    private func addRows(_ row: UnsafePointer<Float>, to out: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        parallelChunks(rows, minimumChunk: 64) { range in
+            for r in range {
+                let dst = out + r * width
+                for i in 0..<width { dst[i] += row[i] }
+            }
         }
     }
 

@@ -66,6 +66,16 @@ import Testing
         #expect(result.passed, "\(function): \(result)")
     }
 
+    @Test(arguments: ActivationFunction.allCases)
+    func fusedBiasActivationMatchesSeparatePasses(function: ActivationFunction) {
+        let rows = 5, width = 67
+        let x = random(rows * width, seed: 21, scale: 3), bias = random(width, seed: 22)
+        var fused = x
+        function.apply(&fused, rows: rows, width: width, bias: bias)
+        let expected = x.enumerated().map { Float(function.naive(Double($0.element + bias[$0.offset % width]))) }
+        #expect(compare(fused, expected, atol: 2e-6, rtol: 2e-6).passed)
+    }
+
     @Test func vectorExpMatchesLibm() {
         var worst: Float = 0
         for x in stride(from: -87.0, through: 88.0, by: 0.0731).map({ Float($0) }) {
@@ -104,8 +114,14 @@ import Testing
         var z = [Float](repeating: 0, count: batch * positions * shape.zWidth)
         Attention.scores(qkv: qkv, shape, attnScale: 2.5, into: &scores)
         #expect(compare(scores, reference.scores, atol: 1e-5, rtol: 1e-5).passed)
+        var shortcut = scores
         Attention.softmax(&scores, rows: batch * heads * positions, width: positions)
         #expect(compare(scores, reference.pattern, atol: 1e-6, rtol: 1e-5).passed)
+        if causal {
+            Attention.softmax(&shortcut, rows: batch * heads * positions, width: positions, causalBlock: positions)
+            let same = compare(shortcut, scores, atol: 1e-7, rtol: 1e-6)
+            #expect(same.passed, "causal shortcut vs full softmax: \(same)")
+        }
         Attention.mix(pattern: scores, qkv: qkv, shape, into: &z)
         let result = compare(z, reference.z, atol: 1e-5, rtol: 1e-5)
         #expect(result.passed, "\(dims) causal \(causal): \(result)")

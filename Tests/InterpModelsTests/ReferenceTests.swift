@@ -35,6 +35,10 @@ import Testing
             #expect(check.passed, "\(modelName) \(name): \(check)")
             worst = max(worst, check.maxAbsoluteError)
         }
+        // The plain forward (no hooks: fused bias+activation, causal softmax shortcut) gives the same logits.
+        let plain = compare(try model.run(tokens), try reference.tensor("logits"), atol: Self.tolerance)
+        #expect(plain.passed, "\(modelName) logits without hooks: \(plain)")
+        worst = max(worst, plain.maxAbsoluteError)
         print("\(modelName): logits and \(ours.count) hooks vs TransformerLens, max abs error \(worst)")
         #expect(worst < Self.tolerance)
     }
