@@ -6,7 +6,9 @@ public typealias Lanes = SIMD8<Float>
 public func vectorExp(_ input: Lanes) -> Lanes {
     // Cephes-style expf: x = n·ln2 + r, |r| ≤ ln2/2, exp(r) by a degree-6 polynomial, then scale by 2ⁿ.
     // Relative error ≈ 2 ulp on the clamped range; below -87.3 the result flushes to 0, as expf's subnormals do not matter here.
-    var x = input.clamped(lowerBound: Lanes(repeating: -87.33654), upperBound: Lanes(repeating: 88.72283))
+    // Clamp with compares and selects (`clamped` goes through a generic, non-inlined pointwise min/max).
+    var x = input.replacing(with: 88.72283, where: input .> Lanes(repeating: 88.72283))
+    x.replace(with: -87.33654, where: x .< Lanes(repeating: -87.33654))
     let n = (x * Lanes(repeating: 1.44269504088896341) + Lanes(repeating: 0.5)).rounded(.down)
     x = x - n * Lanes(repeating: 0.693359375)
     x = x - n * Lanes(repeating: -2.12194440e-4)
