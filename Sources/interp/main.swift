@@ -34,5 +34,9 @@ do {
 } catch let error as InterpError {
     fail(error.description)
 } catch {
-    InterpCommand.exit(withError: error)
+    // --help and --version end through here too; let the parser print those. Usage errors become one line.
+    if InterpCommand.exitCode(for: error) == .success { InterpCommand.exit(withError: error) }
+    let message = InterpCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+    FileHandle.standardError.write(Data("error: \(message) (see --help)\n".utf8))
+    exit(InterpCommand.exitCode(for: error).rawValue)
 }
