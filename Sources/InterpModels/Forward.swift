@@ -79,9 +79,9 @@ private final class ForwardPass {
         for layer in 0..<c.nLayers {
             let weights = model.layers[layer]
             try visit(.block(layer, .residPre), work.resid)
-            try normalize(work.resid, into: work.normed, parameters: weights.ln1,
-                          scaleHook: .block(layer, .ln1Scale), normalizedHook: .block(layer, .ln1Normalized))
-            try attention(layer: layer, weights: weights, input: c.normalization == .none ? work.resid : work.normed)
+            let attnIn = try normalize(work.resid, parameters: weights.ln1,
+                                       scaleHook: .block(layer, .ln1Scale), normalizedHook: .block(layer, .ln1Normalized))
+            try attention(layer: layer, weights: weights, input: attnIn)
             try visit(.block(layer, .attnOut), work.attnOut)
             add(work.attnOut, into: work.resid, count: rows * D)
             if c.attnOnly {
@@ -89,16 +89,15 @@ private final class ForwardPass {
                 continue
             }
             try visit(.block(layer, .residMid), work.resid)
-            try normalize(work.resid, into: work.normed, parameters: weights.ln2,
-                          scaleHook: .block(layer, .ln2Scale), normalizedHook: .block(layer, .ln2Normalized))
-            try mlp(layer: layer, weights: weights, input: c.normalization == .none ? work.resid : work.normed)
+            let mlpIn = try normalize(work.resid, parameters: weights.ln2,
+                                      scaleHook: .block(layer, .ln2Scale), normalizedHook: .block(layer, .ln2Normalized))
+            try mlp(layer: layer, weights: weights, input: mlpIn)
             try visit(.block(layer, .mlpOut), work.mlpOut)
             add(work.mlpOut, into: work.resid, count: rows * D)
             try visit(.block(layer, .residPost), work.resid)
         }
-        try normalize(work.resid, into: work.normed, parameters: model.lnFinal,
-                      scaleHook: HookName(.lnFinalScale), normalizedHook: HookName(.lnFinalNormalized))
-        let final = c.normalization == .none ? work.resid : work.normed
+        let final = try normalize(work.resid, parameters: model.lnFinal,
+                                  scaleHook: HookName(.lnFinalScale), normalizedHook: HookName(.lnFinalNormalized))
         // Filled by the bias rows before the GEMM accumulates into it, so no zero fill is needed first.
         let scalars = [Float](unsafeUninitializedCapacity: rows * c.dVocabOut) { out, initialized in
             linear(final, width: D, weight: model.wU, bias: model.bU, outWidth: c.dVocabOut, into: out.baseAddress!)
@@ -137,11 +136,12 @@ private final class ForwardPass {
         for i in 0..<(rows * D) { work.resid[i] = tokenPart[i] + positionPart[i] }
     }
 
-    /// TL's layer norm with its two hooks; copies `input` when the model has no normalisation.
-    private func normalize(_ input: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>,
-                           parameters: (w: [Float], b: [Float])?, scaleHook: HookName, normalizedHook: HookName) throws {
-        guard c.normalization != .none else { return }
-        let D = c.dModel
+    /// TL's layer norm of `input` with its two hooks, into the `normed` buffer. Returns the buffer the next
+    /// component reads: `normed`, or `input` itself when the model has no normalisation.
+    private func normalize(_ input: UnsafeMutablePointer<Float>, parameters: (w: [Float], b: [Float])?,
+                           scaleHook: HookName, normalizedHook: HookName) throws -> UnsafeMutablePointer<Float> {
+        guard c.normalization != .none else { return input }
+        let D = c.dModel, out = work.normed
         LayerNorm.statistics(input, rows: rows, width: D, eps: c.eps, mean: work.mean, scale: work.scale)
         try visit(scaleHook, work.scale)
         let hookNormalized = hooks.isActive(normalizedHook)
@@ -152,7 +152,7 @@ private final class ForwardPass {
                                         weight: w.baseAddress, bias: b.baseAddress, out: out)
                 }
             }
-            return
+            return out
         }
         LayerNorm.normalize(input, rows: rows, width: D, mean: work.mean, scale: work.scale, weight: nil, bias: nil, out: out)
         try visit(normalizedHook, out)
@@ -162,6 +162,7 @@ private final class ForwardPass {
                 for i in 0..<D { row[i] = row[i] * parameters.w[i] + parameters.b[i] }
             }
         }
+        return out
     }
 
     private func attention(layer: Int, weights: TransformerModel.Layer, input: UnsafeMutablePointer<Float>) throws {
