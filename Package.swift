@@ -28,9 +28,10 @@ let package = Package(
 
         .target(name: "InterpCore", dependencies: ["CBLAS"], swiftSettings: settings),
         .target(name: "SafeTensors", dependencies: ["InterpCore"], swiftSettings: settings),
-        .target(name: "InterpModels", dependencies: ["InterpCore", "SafeTensors"], swiftSettings: settings),
+        .target(name: "Tokenization", dependencies: ["InterpCore"], swiftSettings: settings),
+        .target(name: "InterpModels", dependencies: ["InterpCore", "SafeTensors", "Tokenization"], swiftSettings: settings),
         .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5"], swiftSettings: settings),
-        .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "InterpModels", "ActivationStore"],
+        .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"],
                 swiftSettings: settings),
 
         .executableTarget(name: "interp", dependencies: [
@@ -43,6 +44,7 @@ let package = Package(
         .target(name: "InterpTestSupport", dependencies: ["Interp"], swiftSettings: settings),
         .testTarget(name: "InterpCoreTests", dependencies: ["InterpCore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "InterpModelsTests", dependencies: ["InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport"], exclude: ["Snapshots"], swiftSettings: settings),

@@ -1,6 +1,7 @@
 // `import Interp` gives a script the whole toolkit.
 @_exported import InterpCore
 @_exported import SafeTensors
+@_exported import Tokenization
 @_exported import InterpModels
 @_exported import ActivationStore
 

@@ -1,6 +1,7 @@
 import Foundation
 import InterpCore
 import SafeTensors
+import Tokenization
 
 /// One forward pass as `interp run` asks for it: tokens in, logits and the activations of the hooks matching
 /// `cachePatterns` out.
@@ -48,10 +49,18 @@ public struct RunResult {
         }
     }
 
-    public func topTokensText(count: Int) -> String {
+    /// One line per prompt: with a tokenizer, the prompt's tokens, then the top next tokens with their text.
+    public func topTokensText(count: Int, tokenizer: BPETokenizer? = nil) throws -> String {
         var out = ""
         for (b, top) in topTokens(count: count).enumerated() {
-            let items = top.map { "\($0.id) (\(String(format: "%.4f", $0.logit)))" }
+            if let tokenizer {
+                let pieces = try tokens.rows[b].map { try tokenizer.quotedPiece(Int32($0)) }
+                out += "prompt \(b): \(pieces.count) tokens: " + pieces.joined(separator: " ") + "\n"
+            }
+            let items = try top.map { item -> String in
+                let text = try tokenizer.map { " " + (try $0.quotedPiece(Int32(item.id))) } ?? ""
+                return "\(item.id)\(text) (\(String(format: "%.4f", item.logit)))"
+            }
             out += "prompt \(b): next-token top \(top.count): " + items.joined(separator: ", ") + "\n"
         }
         return out

@@ -1,4 +1,5 @@
 import Foundation
+import Tokenization
 
 /// What `interp info` shows: architecture, parameters by TL name, and every hook point with its shape.
 public struct ModelSummary: Encodable {
@@ -10,12 +11,21 @@ public struct ModelSummary: Encodable {
     public let parameterCount: Int
     public let parameters: [Parameter]
     public let hooks: [Hook]
+    /// The tokenizer in the model directory, if any: vocabulary size and BOS id.
+    public let tokenizer: TokenizerSummary?
 
-    enum CodingKeys: String, CodingKey {
-        case format, config, parameterCount = "parameter_count", parameters, hooks
+    public struct TokenizerSummary: Encodable {
+        public let vocabularySize: Int
+        public let bosTokenID: Int32?
+        enum CodingKeys: String, CodingKey { case vocabularySize = "vocabulary_size", bosTokenID = "bos_token_id" }
     }
 
-    public init(model: TransformerModel) {
+    enum CodingKeys: String, CodingKey {
+        case format, config, parameterCount = "parameter_count", parameters, hooks, tokenizer
+    }
+
+    public init(model: TransformerModel, tokenizer: BPETokenizer? = nil) {
+        self.tokenizer = tokenizer.map { TokenizerSummary(vocabularySize: $0.vocabularySize, bosTokenID: $0.bosTokenID) }
         format = model.sourceFormat
         config = model.config
         parameterCount = model.parameterCount
@@ -37,6 +47,7 @@ public struct ModelSummary: Encodable {
             "vocab        \(c.dVocab) in, \(c.dVocabOut) out",
             "context      \(c.nCtx)",
             "parameters   \(parameterCount.formatted())",
+            "tokenizer    " + (tokenizer.map { "vocabulary \($0.vocabularySize), BOS id \($0.bosTokenID.map(String.init) ?? "none")" } ?? "none (token ids only)"),
             "",
             "hook points (\(hooks.count)):",
         ]

@@ -12,7 +12,7 @@ struct InfoCommand: ParsableCommand {
     @Flag(name: .long, help: "Print JSON instead of text.") var json = false
 
     func run() throws {
-        let info = ModelSummary(model: try modelOptions.load())
+        let info = ModelSummary(model: try modelOptions.load(), tokenizer: try BPETokenizer.load(modelDirectory: modelOptions.model))
         if json { try printJSON(info) } else { print(info.text, terminator: "") }
     }
 }

@@ -126,8 +126,65 @@ import Testing
         #expect(unknown.status == 64 && unknown.stderr.split(separator: "\n").count == 1)
     }
 
+    @Test func tokenizeMatchesHuggingFace() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let corpus = try String(contentsOfFile: Fixtures.root + "/tokenizer/corpus.txt", encoding: .utf8)
+        let lines = Array(corpus.components(separatedBy: "\n").prefix(200))
+        try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: dir + "/in.txt"))
+        let result = try interp("tokenize", "--tokenizer", "fixtures/tokenizer/gpt2", "--text-file", dir + "/in.txt", "--json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let expected = try JSONDecoder().decode([[String]].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/tokenizer/gpt2-tokens-first200.json")))
+        struct Line: Decodable { let ids: [Int]; let tokens: [String] }
+        let got = try result.stdout.split(separator: "\n").map { try JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+        #expect(got.count == 200)
+        #expect(got.map(\.tokens) == expected)
+    }
+
+    @Test func tokenizeText() throws {
+        let result = try interp("tokenize", "--model", "fixtures/models/text-tiny", "--text", "the\tcat", "--text", "", "--prepend-bos")
+        #expect(result.status == 0)
+        let tokenizer = try #require(try BPETokenizer.load(modelDirectory: Fixtures.model("text-tiny")))
+        let ids = [0] + tokenizer.encode("the\tcat")
+        let pieces = try ids.map { try tokenizer.quotedPiece($0) }
+        #expect(pieces.contains("\"\\t\""), "a tab shows as \\t")
+        #expect(result.stdout == "ids:    " + ids.map(String.init).joined(separator: " ") + "\ntokens: " + pieces.joined(separator: " ")
+                + "\nids:    0\ntokens: \"<|endoftext|>\"\n")
+        expectOneLineError(try interp("tokenize", "--model", "fixtures/models/attn-only", "--text", "x"),
+                           "fixtures/models/attn-only: no tokenizer.json (or vocab.json and merges.txt) in the model directory")
+    }
+
+    @Test func runWithTextMatchesTransformerLens() throws {
+        let out = try Fixtures.temporaryDirectory() + "/t.safetensors"
+        let prompt = "The induction head copies the token aft"
+        let result = try interp("run", "--model", "fixtures/models/text-tiny", "--text", prompt, "--out", out)
+        #expect(result.status == 0, "\(result.stderr)")
+        let reference = try SafeTensorsFile(path: Fixtures.reference("text-tiny.safetensors"))
+        let file = try SafeTensorsFile(path: out)
+        #expect(try file.integers("tokens").values == reference.integers("bos_1_tokens").values)
+        #expect(compare(try file.tensor("logits"), try reference.tensor("bos_1_logits"), atol: 1e-4).passed)
+        let printed = try interp("run", "--model", "fixtures/models/text-tiny", "--text", prompt, "--no-prepend-bos", "--top", "1")
+        #expect(printed.stdout.hasPrefix("prompt 0: 23 tokens: \"T\" \"he\" \" in\""))
+        #expect(printed.stdout.split(separator: "\n").count == 2)
+    }
+
+    @Test func textInputErrors() throws {
+        expectOneLineError(try interp("run", "--model", "fixtures/models/attn-only", "--text", "hello"),
+                           "fixtures/models/attn-only: the model has no tokenizer.json, so it takes token ids only (--tokens)")
+        let ragged = try interp("run", "--model", "fixtures/models/text-tiny", "--text", "ab", "--text", "abcdefg")
+        #expect(ragged.status == 1 && ragged.stderr.hasPrefix("error: prompts tokenize to different lengths ("))
+        #expect(ragged.stderr.split(separator: "\n").count == 1)
+        let both = try interp("run", "--model", "fixtures/models/text-tiny", "--text", "a", "--tokens", "t.json")
+        #expect(both.status == 64 && both.stderr.contains("give the prompts one way"))
+        let bos = try interp("run", "--model", "fixtures/models/text-tiny", "--tokens", "t.json", "--prepend-bos")
+        #expect(bos.status == 64 && bos.stderr.contains("--prepend-bos applies to text prompts"))
+        let dir = try Fixtures.temporaryDirectory()
+        try Data([0x61, 0xFF, 0x0A]).write(to: URL(fileURLWithPath: dir + "/bad.txt"))
+        expectOneLineError(try interp("run", "--model", "fixtures/models/text-tiny", "--text-file", dir + "/bad.txt"),
+                           "\(dir)/bad.txt: not valid UTF-8 text")
+    }
+
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)
