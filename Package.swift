@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["InterpCore"], swiftSettings: settings),
         .target(name: "Tokenization", dependencies: ["InterpCore"], swiftSettings: settings),
         .target(name: "InterpModels", dependencies: ["InterpCore", "SafeTensors", "Tokenization"], swiftSettings: settings),
-        .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5"], swiftSettings: settings),
+        .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5", "Tokenization", "InterpModels"], swiftSettings: settings),
         .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"],
                 swiftSettings: settings),
 
@@ -46,8 +46,8 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "InterpModelsTests", dependencies: ["InterpModels", "InterpTestSupport"], swiftSettings: settings),
-        .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore"], swiftSettings: settings),
-        .testTarget(name: "CLITests", dependencies: ["InterpTestSupport"], exclude: ["Snapshots"], swiftSettings: settings),
+        .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]
 )

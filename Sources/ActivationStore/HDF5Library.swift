@@ -1,8 +1,7 @@
 import CHDF5
 import InterpCore
 
-/// The HDF5 C library interp is linked against. The activation store is built on it; for now this reports its
-/// version, which `interp --version` prints.
+/// The HDF5 C library interp is linked against (`interp --version` prints it).
 public enum HDF5Library {
     public static func version() throws -> String {
         var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0

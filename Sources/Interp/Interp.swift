@@ -4,7 +4,3 @@
 @_exported import Tokenization
 @_exported import InterpModels
 @_exported import ActivationStore
-
-public enum InterpVersion {
-    public static let current = "0.1.0"
-}

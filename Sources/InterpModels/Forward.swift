@@ -18,13 +18,20 @@ extension TransformerModel {
 
     /// The one forward pass. Hooks are parameters of it, not a second code path; with no hooks no activation is
     /// copied, and each hook point costs one check of an empty set.
-    public func forward(_ tokens: TokenBatch, hooks: Hooks) throws -> (logits: Tensor, cache: ActivationCache) {
+    ///
+    /// With `stopAfter`, the pass ends once that hook point has run and returns empty logits (`[batch, pos, 0]`):
+    /// caching a middle layer need not pay for the layers above it or the unembedding.
+    public func forward(_ tokens: TokenBatch, hooks: Hooks, stopAfter: HookName? = nil) throws -> (logits: Tensor, cache: ActivationCache) {
         let available = Set(config.hookPoints)
-        if let missing = hooks.names.sorted().first(where: { !available.contains($0) }) {
+        if let missing = (hooks.names.union(stopAfter.map { [$0] } ?? [])).sorted().first(where: { !available.contains($0) }) {
             throw InterpError("hook '\(missing)' does not exist in this model (see `interp info` for its hooks)")
         }
-        let pass = ForwardPass(model: self, tokens: tokens, hooks: hooks)
-        return try pass.run()
+        let pass = ForwardPass(model: self, tokens: tokens, hooks: hooks, stopAfter: stopAfter)
+        do {
+            return try pass.run()
+        } catch is ForwardPass.Stopped {
+            return (Tensor(zeros: [tokens.batch, tokens.positions, 0]), pass.cache)
+        }
     }
 }
 
@@ -56,7 +63,11 @@ private final class Workspace {
 }
 
 private final class ForwardPass {
+    /// Thrown by `visit` after the `stopAfter` hook point, to end the pass early.
+    struct Stopped: Error {}
+
     let model: TransformerModel
+    let stopAfter: HookName?
     let c: ModelConfig
     let tokens: TokenBatch
     let hooks: Hooks
@@ -64,8 +75,9 @@ private final class ForwardPass {
     let work: Workspace
     var cache = ActivationCache()
 
-    init(model: TransformerModel, tokens: TokenBatch, hooks: Hooks) {
+    init(model: TransformerModel, tokens: TokenBatch, hooks: Hooks, stopAfter: HookName?) {
         self.model = model
+        self.stopAfter = stopAfter
         self.c = model.config
         self.tokens = tokens
         self.hooks = hooks
@@ -274,6 +286,7 @@ private final class ForwardPass {
     /// (defaults: the hook's natural shape, contiguous). The activation is copied into a tensor only if hooked.
     private func visit(_ name: HookName, _ base: UnsafeMutablePointer<Float>, rows: Int? = nil, width: Int? = nil,
                        stride: Int? = nil) throws {
+        if name == stopAfter && !hooks.isActive(name) { throw Stopped() }
         guard hooks.isActive(name) else { return }
         let shape = name.shape(for: c, batch: tokens.batch, positions: tokens.positions)
         let count = shape.reduce(1, *)
@@ -296,5 +309,6 @@ private final class ForwardPass {
             }
         }
         if hooks.cached.contains(name) { cache.activations[name] = tensor }
+        if name == stopAfter { throw Stopped() }
     }
 }

@@ -12,22 +12,6 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-/// Reads a token file: JSON, a list of equal-length lists of token ids.
-func readTokenFile(_ path: String, config: ModelConfig) throws -> TokenBatch {
-    guard let data = FileManager.default.contents(atPath: path) else { throw InterpError("cannot read file", file: path) }
-    let rows: [[Int]]
-    do {
-        rows = try JSONDecoder().decode([[Int]].self, from: data)
-    } catch {
-        throw InterpError("not a JSON list of lists of token ids", file: path)
-    }
-    do {
-        return try TokenBatch(rows, config: config)
-    } catch let error as InterpError {
-        throw error.inFile(path)
-    }
-}
-
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

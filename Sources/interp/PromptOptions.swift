@@ -28,7 +28,7 @@ struct PromptOptions: ParsableArguments {
     /// The prompts as a batch, with the tokenizer used (nil for token ids).
     func batch(model: TransformerModel, modelDirectory: String) throws -> (TokenBatch, BPETokenizer?) {
         let tokenizer = try BPETokenizer.load(modelDirectory: modelDirectory)
-        if let tokens { return (try readTokenFile(tokens, config: model.config), tokenizer) }
+        if let tokens { return (try TokenFile.batch(tokens, config: model.config), tokenizer) }
         guard let tokenizer else {
             throw InterpError("the model has no tokenizer.json, so it takes token ids only (--tokens)", file: modelDirectory)
         }

@@ -1,3 +1,4 @@
+import ActivationStore
 import Foundation
 import Interp
 import InterpTestSupport
@@ -183,8 +184,86 @@ import Testing
                            "\(dir)/bad.txt: not valid UTF-8 text")
     }
 
+    /// SIGKILL in the middle of `interp cache`, then `--resume`: the same store as an uninterrupted run, bit for bit.
+    @Test func killedCacheResumesToTheSameStore() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        var rng = SeededRandom(seed: 9)
+        let sequences = (0..<1500).map { _ in (0..<24).map { _ in Int(rng.next() % 101) } }
+        let tokens = dir + "/tokens.json"
+        try JSONEncoder().encode(sequences).write(to: URL(fileURLWithPath: tokens))
+        let common = ["cache", "--model", "fixtures/models/gpt2-tl", "--tokens", tokens,
+                      "--hooks", "blocks.0.hook_resid_post,blocks.1.attn.hook_z", "--batch-size", "2"]
+        let full = try InterpBinary.run(common + ["--out", dir + "/full.h5"])
+        #expect(full.status == 0, "\(full.stderr)")
+
+        let killed = dir + "/killed.h5"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: InterpBinary.path)
+        process.arguments = common + ["--out", killed]
+        process.currentDirectoryURL = URL(fileURLWithPath: Fixtures.repositoryRoot)
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        struct Progress: Decodable { let rows: Int }
+        var committed = 0
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let data = FileManager.default.contents(atPath: killed + ".partial/progress.json"),
+               let progress = try? JSONDecoder().decode(Progress.self, from: data), progress.rows >= 2400 {
+                committed = progress.rows
+                break
+            }
+            usleep(2_000)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "the run ended before it could be killed")
+        #expect(committed > 0 && committed < 36_000)
+        #expect(!FileManager.default.fileExists(atPath: killed), "no output file until the store is complete")
+
+        let again = try InterpBinary.run(common + ["--out", killed])
+        #expect(again.status == 1 && again.stderr.contains("an interrupted run is here"))
+        let changed = try InterpBinary.run(common.dropLast() + ["3", "--out", killed, "--resume"])
+        #expect(changed.stderr == "error: \(killed): the interrupted run was made with different settings (batchSize differs); use --overwrite to start again\n")
+        let resumed = try InterpBinary.run(common + ["--out", killed, "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("36000 tokens from 1500 sequences (resumed at"))
+        #expect(!FileManager.default.fileExists(atPath: killed + ".partial"))
+
+        for name in ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"] {
+            let a = try ActivationReader(path: dir + "/full.h5", dataset: name), b = try ActivationReader(path: killed, dataset: name)
+            #expect(a.rows == 36_000 && b.rows == 36_000)
+            #expect(try a.read(rows: 0..<a.rows).scalars.map(\.bitPattern) == (try b.read(rows: 0..<b.rows)).scalars.map(\.bitPattern), "\(name)")
+        }
+        for name in ["tokens", "sequence", "position"] {
+            let a = try HDF5Dataset(opening: name, in: HDF5File(reading: dir + "/full.h5"))
+            let b = try HDF5Dataset(opening: name, in: HDF5File(reading: killed))
+            var x = [Int32](repeating: 0, count: 36_000), y = x
+            try x.withUnsafeMutableBytes { try a.read(rows: 0..<36_000, into: $0.baseAddress!, type: .int32) }
+            try y.withUnsafeMutableBytes { try b.read(rows: 0..<36_000, into: $0.baseAddress!, type: .int32) }
+            #expect(x == y, "\(name)")
+        }
+    }
+
+    @Test func cacheErrors() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        expectOneLineError(try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",
+                                      "--hooks", "blocks.*.attn.hook_pattern", "--out", dir + "/x.h5"),
+                           "hook 'blocks.0.attn.hook_pattern' has shape [batch, n_heads, q_pos, k_pos], not one row per token, so it cannot go in an activation store")
+        expectOneLineError(try interp("cache", "--model", "fixtures/models/gpt2-tl", "--text-file", "fixtures/store/documents.txt",
+                                      "--hooks", "hook_embed", "--out", dir + "/x.h5"),
+                           "fixtures/models/gpt2-tl: the model has no tokenizer.json, so it takes token ids only (--tokens)")
+        expectOneLineError(try interp("cache", "--model", "fixtures/models/text-tiny", "--text-file", "fixtures/store/documents.txt",
+                                      "--hooks", "hook_embed", "--context-length", "65", "--out", dir + "/x.h5"),
+                           "--context-length 65 is more than the model's context of 64")
+        expectOneLineError(try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",
+                                      "--hooks", "hook_embed", "--out", dir + "/x.h5", "--resume"),
+                           "\(dir)/x.h5: there is no interrupted run to resume")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)
