@@ -7,7 +7,7 @@ import InterpCore
 /// each epoch visits the chunks of the row range in a random order, loads `bufferChunks` of them at a time, and
 /// serves their rows in a random order; rows left over (fewer than a batch) join the next buffer. Every row of the
 /// range is served exactly once per epoch, and memory stays at `bufferChunks` chunks whatever the file size.
-public struct BatchIterator {
+public final class BatchIterator {
     public struct Options: Sendable {
         public var batchSize: Int
         public var shuffle: Bool
@@ -45,7 +45,11 @@ public struct BatchIterator {
     private var epoch = 0
     private var blocks: [Range<Int>] = []          // this epoch's chunk-aligned row blocks, in visiting order
     private var nextBlock = 0
-    private var buffer: [Float] = []               // rows loaded, `width` floats each
+    // Two buffers of `capacity` rows, allocated once: rows are served from `buffer`; a refill gathers the rows not yet
+    // served into `spare`, reads new blocks after them, and swaps.
+    private let capacity: Int
+    private var buffer: UnsafeMutablePointer<Float>
+    private var spare: UnsafeMutablePointer<Float>
     private var bufferRows: [Int] = []             // dataset index of each row in `buffer`
     private var order: [Int] = []                  // rows of `buffer` in serving order
     private var served = 0
@@ -61,7 +65,15 @@ public struct BatchIterator {
         self.options = options
         self.range = range
         rng = SeededRandom(seed: options.seed)
+        capacity = max(options.bufferChunks, 1) * reader.chunkRows + options.batchSize
+        buffer = .allocate(capacity: capacity * reader.width)
+        spare = .allocate(capacity: capacity * reader.width)
         startEpoch()
+    }
+
+    deinit {
+        buffer.deallocate()
+        spare.deallocate()
     }
 
     /// Rows served per epoch.
@@ -70,7 +82,7 @@ public struct BatchIterator {
     /// The most rows held in memory at once so far (at most `bufferChunks` chunks plus one batch's leftovers).
     public private(set) var peakBufferedRows = 0
 
-    private mutating func startEpoch() {
+    private func startEpoch() {
         let chunk = reader.chunkRows
         var start = range.lowerBound
         blocks = []
@@ -84,28 +96,26 @@ public struct BatchIterator {
     }
 
     /// The next batch, or nil after the last epoch.
-    public mutating func next() throws -> Batch? {
+    public func next() throws -> Batch? {
         let width = reader.width
         while true {
             let available = order.count - served
             let epochEnding = nextBlock == blocks.count
             if available >= options.batchSize || (available > 0 && epochEnding && options.keepLastPartialBatch) {
                 let take = min(options.batchSize, available)
-                let picked = Array(order[served..<(served + take)])
+                let picked = order[served..<(served + take)]
                 served += take
-                var out = [Float](repeating: 0, count: take * width)
-                buffer.withUnsafeBufferPointer { source in
-                    out.withUnsafeMutableBufferPointer { target in
-                        for (k, row) in picked.enumerated() {
-                            (target.baseAddress! + k * width).update(from: source.baseAddress! + row * width, count: width)
-                        }
+                let source = buffer
+                let values = [Float](unsafeUninitializedCapacity: take * width) { target, initialized in
+                    for (k, row) in picked.enumerated() {
+                        (target.baseAddress! + k * width).initialize(from: source + row * width, count: width)
                     }
+                    initialized = take * width
                 }
-                return Batch(values: Tensor(shape: [take, width], scalars: out), rowIndices: picked.map { bufferRows[$0] })
+                return Batch(values: Tensor(shape: [take, width], scalars: values), rowIndices: picked.map { bufferRows[$0] })
             }
             if epochEnding {
                 epoch += 1
-                buffer = []
                 bufferRows = []
                 order = []
                 served = 0
@@ -117,32 +127,26 @@ public struct BatchIterator {
         }
     }
 
-    /// Keeps the rows not yet served, loads up to `bufferChunks` more blocks, and reshuffles.
-    private mutating func refill() throws {
+    private func refill() throws {
         let width = reader.width
-        var keptValues: [Float] = []
-        var keptRows: [Int] = []
-        keptValues.reserveCapacity((order.count - served) * width)
-        for row in order[served...] {
-            keptValues.append(contentsOf: buffer[(row * width)..<((row + 1) * width)])
-            keptRows.append(bufferRows[row])
-        }
+        let unserved = order[served...]
+        var rows = unserved.map { bufferRows[$0] }
+        var filled = unserved.count
         let newBlocks = blocks[nextBlock..<min(nextBlock + max(options.bufferChunks, 1), blocks.count)]
         nextBlock += newBlocks.count
-        let newRows = newBlocks.reduce(0) { $0 + $1.count }
-        var fresh = [Float](repeating: 0, count: newRows * width)
-        var offset = 0
-        try fresh.withUnsafeMutableBufferPointer { target in
-            for block in newBlocks {
-                try reader.read(rows: block, into: target.baseAddress! + offset * width)
-                offset += block.count
-            }
+        for (k, row) in unserved.enumerated() {
+            (spare + k * width).update(from: buffer + row * width, count: width)
         }
-        buffer = keptValues + fresh
-        bufferRows = keptRows + newBlocks.flatMap { Array($0) }
-        peakBufferedRows = max(peakBufferedRows, bufferRows.count)
-        order = Array(0..<bufferRows.count)
+        for block in newBlocks {
+            try reader.read(rows: block, into: spare + filled * width)
+            filled += block.count
+            rows.append(contentsOf: block)
+        }
+        swap(&buffer, &spare)
+        bufferRows = rows
+        order = Array(0..<filled)
         if options.shuffle { order.shuffle(using: &rng) }
         served = 0
+        peakBufferedRows = max(peakBufferedRows, filled)
     }
 }

@@ -43,7 +43,7 @@ public final class HDF5File {
     public init(creating path: String, truncate: Bool = false) throws {
         _ = HDF5.initialized
         let fapl = HDF5Handle(try HDF5.check(H5Pcreate(interp_h5p_file_access()), "cannot create file-access properties", file: path), close: H5Pclose)
-        try HDF5.check(H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110), "cannot set the file format version", file: path)
+        try HDF5.check(H5Pset_libver_bounds(fapl.id, H5F_LIBVER_EARLIEST, H5F_LIBVER_V110), "cannot set the file format version", file: path)
         let flags = truncate ? interp_h5f_acc_trunc() : interp_h5f_acc_excl()
         let id = H5Fcreate(path, flags, interp_h5p_default(), fapl.id)
         guard id >= 0 else {

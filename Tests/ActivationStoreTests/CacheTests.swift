@@ -126,3 +126,27 @@ import Tokenization
         for attribute in check.attributes { #expect(file.hasAttribute(attribute), "\(attribute)") }
     }
 }
+
+/// The Swift example of notebooks-md/02-activation-store.md, as written there (on a store made the same way).
+@Suite struct StoreNotebookExampleTests {
+    @Test func notebookExample() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let job = try ActivationCacheJob.prepare(modelDirectory: Fixtures.model("text-tiny"),
+                                                 input: .textFile(path: Fixtures.root + "/tokenizer/corpus.txt", contextLength: 64),
+                                                 hookPatterns: ["blocks.0.hook_resid_post", "blocks.0.attn.hook_z"], output: dir + "/acts.h5",
+                                                 maxTokens: 20000, excludeBOS: true)
+        let summary = try job.run(mode: .create)
+        #expect(summary.tokens == 20000 && summary.sequences == 336)
+
+        let reader = try ActivationReader(path: dir + "/acts.h5", dataset: "blocks.0.hook_resid_post")
+        let (mean, meanNorm, rows) = try reader.statistics()
+        #expect(mean.count == 32 && meanNorm > 0 && rows == 20000)
+        let batches = try BatchIterator(reader: reader, options: .init(batchSize: 4096, shuffle: true, seed: 0, epochs: 2))
+        var seen = 0
+        while let batch = try batches.next() {
+            #expect(batch.values.shape[1] == 32 && batch.values.shape[0] <= 4096)
+            seen += batch.rowIndices.count
+        }
+        #expect(seen == 40000)
+    }
+}

@@ -80,7 +80,7 @@ import Testing
 @Suite struct BatchIteratorTests {
     func collect(_ options: BatchIterator.Options) throws -> (epochs: [[Int]], iterator: BatchIterator, batches: [Tensor]) {
         let reader = try ActivationReader(path: StoreReadingTests.h5py, dataset: "activations")
-        var iterator = try BatchIterator(reader: reader, options: options)
+        let iterator = try BatchIterator(reader: reader, options: options)
         var epochs: [[Int]] = Array(repeating: [], count: options.epochs)
         var batches: [Tensor] = []
         while let batch = try iterator.next() {
@@ -102,7 +102,7 @@ import Testing
         // Values travel with their indices.
         let reader = try ActivationReader(path: StoreReadingTests.h5py, dataset: "activations")
         let all = try reader.read(rows: 0..<300)
-        var again = try BatchIterator(reader: reader, options: .init(batchSize: 32, shuffle: true, seed: 7, epochs: 1, bufferChunks: 2))
+        let again = try BatchIterator(reader: reader, options: .init(batchSize: 32, shuffle: true, seed: 7, epochs: 1, bufferChunks: 2))
         let first = try #require(try again.next())
         for (k, row) in first.rowIndices.enumerated() {
             #expect(Array(first.values.scalars[(k * 24)..<((k + 1) * 24)]) == Array(all.scalars[(row * 24)..<((row + 1) * 24)]))
