@@ -98,8 +98,8 @@ extension BPETokenizer {
     }
 
     public static func load(tokenizerJSON path: String, bosToken: String? = nil) throws -> BPETokenizer {
-        let data = try readTokenizerFile(path)
-        let file = try decodeTokenizerJSON(File.self, from: data, file: path)
+        let data = try readFile(path)
+        let file = try decodeJSON(File.self, from: data, file: path)
         let model = file.model
         if let type = model.type, type != "BPE" {
             throw InterpError("model type '\(type)' is not supported (interp implements byte-level BPE)", file: path)
@@ -140,8 +140,8 @@ extension BPETokenizer {
     /// GPT-2's original files: the vocabulary as a JSON object, the merges one per line ("a b"), an optional
     /// `#version` first line. `<|endoftext|>`, if in the vocabulary, is treated as a special token.
     public static func load(vocabJSON: String, mergesTXT: String, bosToken: String? = nil) throws -> BPETokenizer {
-        let vocabulary = try decodeTokenizerJSON([String: Int32].self, from: readTokenizerFile(vocabJSON), file: vocabJSON)
-        let text = String(decoding: try readTokenizerFile(mergesTXT), as: UTF8.self)
+        let vocabulary = try decodeJSON([String: Int32].self, from: readFile(vocabJSON), file: vocabJSON)
+        let text = String(decoding: try readFile(mergesTXT), as: UTF8.self)
         var merges: [(String, String)] = []
         for (index, rawLine) in TextLines.splitScalars(text, on: "\n").enumerated() {
             let line = rawLine.unicodeScalars.last == "\r" ? String(String.UnicodeScalarView(rawLine.unicodeScalars.dropLast())) : rawLine
@@ -170,7 +170,7 @@ extension BPETokenizer {
     /// `bos_token` of a `tokenizer_config.json` (a string or `{"content": …}`), nil if the file or field is absent.
     static func bosToken(configPath: String) throws -> String? {
         guard FileManager.default.fileExists(atPath: configPath) else { return nil }
-        guard let object = (try? JSONValue.parse(readTokenizerFile(configPath)))?.objectValue else {
+        guard let object = (try? JSONValue.parse(readFile(configPath)))?.objectValue else {
             throw InterpError("not a JSON object", file: configPath)
         }
         switch object["bos_token"] {
@@ -186,30 +186,5 @@ extension BPETokenizer {
     private static func componentType(_ value: JSONValue) -> String {
         if let type = value.objectValue?["type"]?.stringValue { return "'\(type)'" }
         return value == .null ? "null" : "of unknown form"
-    }
-}
-
-private func readTokenizerFile(_ path: String) throws -> Data {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw InterpError(FileManager.default.fileExists(atPath: path) ? "cannot read" : "no such file", file: path)
-    }
-    return data
-}
-
-/// JSON decoding with one-line errors naming the file and field.
-private func decodeTokenizerJSON<T: Decodable>(_ type: T.Type, from data: Data, file: String) throws -> T {
-    do {
-        return try JSONDecoder().decode(type, from: data)
-    } catch let DecodingError.keyNotFound(key, context) {
-        throw InterpError("missing field '\((context.codingPath + [key]).map(\.stringValue).joined(separator: "."))'", file: file)
-    } catch let DecodingError.typeMismatch(_, context) {
-        throw InterpError("field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type", file: file)
-    } catch let DecodingError.valueNotFound(_, context) {
-        throw InterpError("field '\(context.codingPath.map(\.stringValue).joined(separator: "."))' is null", file: file)
-    } catch let DecodingError.dataCorrupted(context) {
-        if context.codingPath.isEmpty { throw InterpError("not valid JSON", file: file) }
-        throw InterpError("field '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)", file: file)
-    } catch {
-        throw InterpError("cannot decode (\(error.localizedDescription))", file: file)
     }
 }

@@ -38,7 +38,7 @@ import Tokenization
         ("byte fallback", { o in model(&o) { $0["byte_fallback"] = true } }, "byte_fallback is not supported"),
         ("id gap", { o in model(&o) { var v = $0["vocab"] as! [String: Any]; v["!"] = 999; $0["vocab"] = v } }, "no token has id"),
         ("duplicate id", { o in model(&o) { var v = $0["vocab"] as! [String: Any]; v["!"] = v["\""]; $0["vocab"] = v } }, "is given to both"),
-        ("vocab not ints", { o in model(&o) { $0["vocab"] = ["a": "b"] } }, "has the wrong type"),
+        ("vocab not ints", { o in model(&o) { $0["vocab"] = ["a": "b"] } }, "is not an integer"),
     ]
 
     @Test(arguments: cases.map { ($0.0, $0.2) })
