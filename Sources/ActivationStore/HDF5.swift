@@ -5,10 +5,17 @@ import InterpCore
 /// Thin, checked access to the HDF5 C library. Every identifier is owned by an object that closes it; every call's
 /// status is checked and a failure becomes a one-line `InterpError` naming the file.
 enum HDF5 {
-    static let initialized: Void = {
-        _ = H5open()
-        _ = interp_h5_silence_errors()
-    }()
+    /// HDF5 prints its error stack unless told not to, and (thread-safe build) that switch is per thread: every entry
+    /// point calls this first, which switches the printing off once per thread.
+    static func enter() {
+        let key = "interp.hdf5.silenced"
+        let local = Thread.current.threadDictionary
+        if local[key] == nil {
+            _ = H5open()
+            _ = interp_h5_silence_errors()
+            local[key] = true
+        }
+    }
 
     static func check(_ status: herr_t, _ what: @autoclosure () -> String, file: String) throws {
         if status < 0 { throw InterpError(what(), file: file) }
@@ -41,7 +48,7 @@ public final class HDF5File {
 
     /// Creates a new file (failing if it exists unless `truncate`).
     public init(creating path: String, truncate: Bool = false) throws {
-        _ = HDF5.initialized
+        HDF5.enter()
         let fapl = HDF5Handle(try HDF5.check(H5Pcreate(interp_h5p_file_access()), "cannot create file-access properties", file: path), close: H5Pclose)
         try HDF5.check(H5Pset_libver_bounds(fapl.id, H5F_LIBVER_EARLIEST, H5F_LIBVER_V110), "cannot set the file format version", file: path)
         let flags = truncate ? interp_h5f_acc_trunc() : interp_h5f_acc_excl()
@@ -56,7 +63,7 @@ public final class HDF5File {
 
     /// Opens an existing file read-only.
     public init(reading path: String) throws {
-        _ = HDF5.initialized
+        HDF5.enter()
         guard FileManager.default.fileExists(atPath: path) else { throw InterpError("no such file", file: path) }
         guard H5Fis_hdf5(path) > 0 else { throw InterpError("not an HDF5 file", file: path) }
         let id = H5Fopen(path, interp_h5f_acc_rdonly(), interp_h5p_default())
@@ -67,11 +74,13 @@ public final class HDF5File {
     }
 
     public func flush() throws {
+        HDF5.enter()
         try HDF5.check(H5Fflush(handle.id, H5F_SCOPE_GLOBAL), "flush failed", file: path)
     }
 
     /// Names of the datasets at the root, sorted.
     public func datasetNames() throws -> [String] {
+        HDF5.enter()
         final class Names { var list: [String] = [] }
         let names = Names()
         var index: hsize_t = 0
@@ -90,12 +99,14 @@ public final class HDF5File {
     }
 
     public func exists(_ name: String) -> Bool {
-        H5Lexists(handle.id, name, interp_h5p_default()) > 0
+        HDF5.enter()
+        return H5Lexists(handle.id, name, interp_h5p_default()) > 0
     }
 
     // MARK: Attributes on the root group
 
     public func setAttribute(_ name: String, string value: String) throws {
+        HDF5.enter()
         let type = HDF5Handle(try HDF5.check(H5Tcopy(interp_h5t_c_s1()), "cannot make a string type", file: path), close: H5Tclose)
         try HDF5.check(H5Tset_size(type.id, interp_h5t_variable()), "cannot make a string type", file: path)
         try HDF5.check(H5Tset_cset(type.id, H5T_CSET_UTF8), "cannot make a string type", file: path)
@@ -110,6 +121,7 @@ public final class HDF5File {
     }
 
     public func setAttribute(_ name: String, integer value: Int64) throws {
+        HDF5.enter()
         let space = HDF5Handle(try HDF5.check(H5Screate(H5S_SCALAR), "cannot make a dataspace", file: path), close: H5Sclose)
         try replaceAttribute(name)
         let attribute = HDF5Handle(try HDF5.check(H5Acreate2(handle.id, name, interp_h5t_std_i64le(), space.id, interp_h5p_default(), interp_h5p_default()),
@@ -124,9 +136,13 @@ public final class HDF5File {
         }
     }
 
-    public func hasAttribute(_ name: String) -> Bool { H5Aexists(handle.id, name) > 0 }
+    public func hasAttribute(_ name: String) -> Bool {
+        HDF5.enter()
+        return H5Aexists(handle.id, name) > 0
+    }
 
     public func stringAttribute(_ name: String) throws -> String? {
+        HDF5.enter()
         guard H5Aexists(handle.id, name) > 0 else { return nil }
         let attribute = HDF5Handle(try HDF5.check(H5Aopen(handle.id, name, interp_h5p_default()), "cannot open attribute '\(name)'", file: path), close: H5Aclose)
         let stored = HDF5Handle(try HDF5.check(H5Aget_type(attribute.id), "cannot read attribute '\(name)'", file: path), close: H5Tclose)
@@ -148,6 +164,7 @@ public final class HDF5File {
     }
 
     public func integerAttribute(_ name: String) throws -> Int64? {
+        HDF5.enter()
         guard H5Aexists(handle.id, name) > 0 else { return nil }
         let attribute = HDF5Handle(try HDF5.check(H5Aopen(handle.id, name, interp_h5p_default()), "cannot open attribute '\(name)'", file: path), close: H5Aclose)
         var value: Int64 = 0
@@ -179,6 +196,7 @@ public final class HDF5Dataset {
 
     /// Creates an extendible dataset with `rowShape` per row, chunked by `chunkRows` rows.
     public init(creating name: String, in file: HDF5File, type: StoredType, rowShape: [Int], chunkRows: Int, gzipLevel: Int? = nil) throws {
+        HDF5.enter()
         let path = file.path
         let dims = [hsize_t(0)] + rowShape.map { hsize_t($0) }
         let maxDims = [interp_h5s_unlimited()] + rowShape.map { hsize_t($0) }
@@ -200,6 +218,7 @@ public final class HDF5Dataset {
 
     /// Opens an existing dataset.
     public init(opening name: String, in file: HDF5File) throws {
+        HDF5.enter()
         let path = file.path
         guard file.exists(name) else { throw InterpError("no dataset named '\(name)'", file: path) }
         let id = H5Dopen2(file.handle.id, name, interp_h5p_default())
@@ -214,8 +233,16 @@ public final class HDF5Dataset {
         shape = rank == 0 ? [] : dims.prefix(rank).map { Int($0) }
     }
 
+    /// Whether the dataset passes its chunks through filters (compression).
+    public func isFiltered() throws -> Bool {
+        HDF5.enter()
+        let plist = HDF5Handle(try HDF5.check(H5Dget_create_plist(handle.id), "cannot read the layout of '\(name)'", file: file.path), close: H5Pclose)
+        return H5Pget_nfilters(plist.id) > 0
+    }
+
     /// The stored element class and size: ("float", 4), ("integer", 4), …
     public func storedType() throws -> (isFloat: Bool, isInteger: Bool, bytes: Int) {
+        HDF5.enter()
         let type = HDF5Handle(try HDF5.check(H5Dget_type(handle.id), "cannot read the type of '\(name)'", file: file.path), close: H5Tclose)
         let typeClass = H5Tget_class(type.id)
         return (typeClass == H5T_FLOAT, typeClass == H5T_INTEGER, H5Tget_size(type.id))
@@ -223,6 +250,7 @@ public final class HDF5Dataset {
 
     /// Appends `count` rows from `values` (row-major, `count × rowWidth` elements of the memory type).
     public func append(_ values: UnsafeRawPointer, rows count: Int, type: StoredType) throws {
+        HDF5.enter()
         guard count > 0 else { return }
         let start = rows
         var newDims = shape.map { hsize_t($0) }
@@ -240,6 +268,7 @@ public final class HDF5Dataset {
 
     /// Reads rows `start..<start+count` converted to the memory type (float32 or int32).
     public func read(rows range: Range<Int>, into destination: UnsafeMutableRawPointer, type: StoredType) throws {
+        HDF5.enter()
         guard !range.isEmpty else { return }
         guard range.lowerBound >= 0, range.upperBound <= rows else {
             throw InterpError("rows \(range) are outside \(describe) (\(rows) rows)", file: file.path)
@@ -261,6 +290,7 @@ public final class HDF5Dataset {
 
     /// Sets a string attribute on the dataset.
     public func setAttribute(_ attributeName: String, string value: String) throws {
+        HDF5.enter()
         let path = file.path
         let type = HDF5Handle(try HDF5.check(H5Tcopy(interp_h5t_c_s1()), "cannot make a string type", file: path), close: H5Tclose)
         try HDF5.check(H5Tset_size(type.id, interp_h5t_variable()), "cannot make a string type", file: path)

@@ -44,6 +44,18 @@ import Tokenization
         #expect(ids.map(Int.init) == (try Fixtures.tokens("gpt2")).flatMap { $0 })
     }
 
+    @Test func gzipCompressionKeepsValues() throws {
+        let plain = try cacheTokens(["blocks.1.hook_resid_post"])
+        let out = try Fixtures.temporaryDirectory() + "/gzip.h5"
+        let job = try ActivationCacheJob.prepare(modelDirectory: Fixtures.model("gpt2-tl"), input: .tokens(path: Fixtures.reference("gpt2.tokens.json")),
+                                                 hookPatterns: ["blocks.1.hook_resid_post"], output: out, batchSize: 2, gzipLevel: 4)
+        _ = try job.run(mode: .create)
+        let a = try ActivationReader(path: plain, dataset: "blocks.1.hook_resid_post")
+        let b = try ActivationReader(path: out, dataset: "blocks.1.hook_resid_post")
+        #expect(try !a.dataset.isFiltered() && b.dataset.isFiltered())
+        #expect(try a.read(rows: 0..<36).scalars == (try b.read(rows: 0..<36)).scalars)
+    }
+
     @Test func maxTokensStopsExactly() throws {
         let full = try cacheTokens(["blocks.1.hook_resid_post"])
         let cut = try cacheTokens(["blocks.1.hook_resid_post"], maxTokens: 17)
