@@ -31,7 +31,8 @@ let package = Package(
         .target(name: "Tokenization", dependencies: ["InterpCore"], swiftSettings: settings),
         .target(name: "InterpModels", dependencies: ["InterpCore", "SafeTensors", "Tokenization"], swiftSettings: settings),
         .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5", "Tokenization", "InterpModels"], swiftSettings: settings),
-        .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"],
+        .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors"], swiftSettings: settings),
+        .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders"],
                 swiftSettings: settings),
 
         .executableTarget(name: "interp", dependencies: [
@@ -47,6 +48,7 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "InterpModelsTests", dependencies: ["InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "SparseAutoencodersTests", dependencies: ["SparseAutoencoders", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]

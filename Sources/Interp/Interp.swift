@@ -4,3 +4,4 @@
 @_exported import Tokenization
 @_exported import InterpModels
 @_exported import ActivationStore
+@_exported import SparseAutoencoders

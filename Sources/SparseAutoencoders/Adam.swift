@@ -1,0 +1,65 @@
+import InterpCore
+
+/// Adam as PyTorch implements it (`torch.optim.Adam`, no weight decay, not AMSGrad), after clipping the gradients'
+/// global norm as `torch.nn.utils.clip_grad_norm_` does — SAELens's step.
+public struct AdamOptimizer: Equatable, Sendable {
+    public var learningRate: Float
+    public var beta1: Float
+    public var beta2: Float
+    public var epsilon: Float
+    public var maxGradientNorm: Float?
+    public private(set) var step = 0
+    public private(set) var firstMoment: SAEParameters
+    public private(set) var secondMoment: SAEParameters
+
+    public init(dIn: Int, dSAE: Int, learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                maxGradientNorm: Float? = 1.0) {
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.maxGradientNorm = maxGradientNorm
+        firstMoment = .zeros(dIn: dIn, dSAE: dSAE)
+        secondMoment = .zeros(dIn: dIn, dSAE: dSAE)
+    }
+
+    /// The gradients' global L2 norm, as clip_grad_norm_ computes it (norm of the per-tensor norms).
+    public static func globalNorm(_ g: SAEParameters) -> Float {
+        let perTensor = SAEParameters.names.map { name -> Float in
+            g[name].scalars.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+        }
+        return perTensor.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+    }
+
+    /// Clips `gradients` (if a maximum norm is set), then updates `parameters`. Returns the norm before clipping.
+    @discardableResult
+    public mutating func update(_ parameters: inout SAEParameters, gradients: SAEParameters) -> Float {
+        var g = gradients
+        let norm = Self.globalNorm(g)
+        if let maxGradientNorm {
+            let coefficient = min(maxGradientNorm / (norm + 1e-6), 1)
+            for name in SAEParameters.names { g[name].scalars = g[name].scalars.map { $0 * coefficient } }
+        }
+        step += 1
+        let bias1 = 1 - Foundation.pow(Double(beta1), Double(step))
+        let bias2Root = (1 - Foundation.pow(Double(beta2), Double(step))).squareRoot()
+        let stepSize = Float(Double(learningRate) / bias1)
+        for name in SAEParameters.names {
+            var p = parameters[name], m = firstMoment[name], v = secondMoment[name]
+            let grad = g[name]
+            for k in 0..<p.count {
+                let gk = grad.scalars[k]
+                m.scalars[k] += (gk - m.scalars[k]) * (1 - beta1)
+                v.scalars[k] = v.scalars[k] * beta2 + (1 - beta2) * gk * gk
+                let denominator = v.scalars[k].squareRoot() / Float(bias2Root) + epsilon
+                p.scalars[k] -= stepSize * m.scalars[k] / denominator
+            }
+            parameters[name] = p
+            firstMoment[name] = m
+            secondMoment[name] = v
+        }
+        return norm
+    }
+}
+
+import Foundation
