@@ -24,11 +24,15 @@ public struct SAELensConfig: Codable, Equatable, Sendable {
     public var applyBDecToInput: Bool
     public var normalizeActivations: String?
     public var reshapeActivations: String?
+    /// TopK only.
+    public var k: Int?
+    public var rescaleActsByDecoderNorm: Bool?
     public var metadata: Metadata?
 
     enum CodingKeys: String, CodingKey {
         case architecture, dIn = "d_in", dSAE = "d_sae", dtype, applyBDecToInput = "apply_b_dec_to_input"
         case normalizeActivations = "normalize_activations", reshapeActivations = "reshape_activations", metadata
+        case k, rescaleActsByDecoderNorm = "rescale_acts_by_decoder_norm"
     }
 }
 
@@ -41,8 +45,11 @@ public struct SparseAutoencoder: Sendable {
     public static func load(directory: String) throws -> SparseAutoencoder {
         let configPath = directory + "/cfg.json"
         let config = try decodeJSON(SAELensConfig.self, from: readFile(configPath), file: configPath)
-        guard config.architecture == "standard" else {
-            throw InterpError("architecture '\(config.architecture)' is not supported yet (interp reads 'standard')", file: configPath)
+        guard ["standard", "topk"].contains(config.architecture) else {
+            throw InterpError("architecture '\(config.architecture)' is not supported yet (interp reads 'standard' and 'topk')", file: configPath)
+        }
+        if config.architecture == "topk" {
+            guard let k = config.k, k > 0, k <= config.dSAE else { throw InterpError("a topk SAE needs k between 1 and d_sae", file: configPath) }
         }
         guard config.dIn > 0, config.dSAE > 0 else { throw InterpError("d_in and d_sae must be positive", file: configPath) }
         if let norm = config.normalizeActivations, norm != "none" {
@@ -64,7 +71,7 @@ public struct SparseAutoencoder: Sendable {
             tensors[name] = tensor
         }
         if let extra = file.names.first(where: { expected[$0] == nil }) {
-            throw InterpError("unexpected tensor '\(extra)' for a standard SAE", file: weightsPath)
+            throw InterpError("unexpected tensor '\(extra)' for a \(config.architecture) SAE", file: weightsPath)
         }
         return SparseAutoencoder(config: config, parameters: SAEParameters(wEnc: tensors["W_enc"]!, bEnc: tensors["b_enc"]!,
                                                                               wDec: tensors["W_dec"]!, bDec: tensors["b_dec"]!))
@@ -72,14 +79,24 @@ public struct SparseAutoencoder: Sendable {
 
     /// Latent activations `[batch, d_sae]` of `x [batch, d_in]`.
     public func encode(_ x: Tensor) throws -> Tensor {
-        try check(x)
-        return StandardSAE.lossAndGradients(parameters, x: x, l1Coefficient: 0, applyBDecToInput: config.applyBDecToInput).featureActs
+        try run(x).featureActs
     }
 
     /// Reconstruction `[batch, d_in]` of `x`.
     public func reconstruct(_ x: Tensor) throws -> Tensor {
+        try run(x).reconstruction
+    }
+
+    private func run(_ x: Tensor) throws -> (featureActs: Tensor, reconstruction: Tensor) {
         try check(x)
-        return StandardSAE.lossAndGradients(parameters, x: x, l1Coefficient: 0, applyBDecToInput: config.applyBDecToInput).reconstruction
+        if config.architecture == "topk" {
+            let options = TopKSAE.Options(k: config.k!, rescaleByDecoderNorm: config.rescaleActsByDecoderNorm ?? false,
+                                          applyBDecToInput: config.applyBDecToInput)
+            let result = TopKSAE.lossAndGradients(parameters, x: x, options: options, deadMask: nil)
+            return (result.featureActs, result.reconstruction)
+        }
+        let result = StandardSAE.lossAndGradients(parameters, x: x, l1Coefficient: 0, applyBDecToInput: config.applyBDecToInput)
+        return (result.featureActs, result.reconstruction)
     }
 
     private func check(_ x: Tensor) throws {

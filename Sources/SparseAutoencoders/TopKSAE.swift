@@ -1,0 +1,225 @@
+import InterpCore
+
+/// SAELens v6's `topk` training SAE (`topk_sae.py`): with decoder-norm rescaling,
+/// `h = ((x − b_dec)·W_enc + b_enc) ⊙ n`, `z = ReLU` of the k largest entries of h per row (0 elsewhere),
+/// `x̂ = (z / n)·W_dec + b_dec`, where `n_i = ‖W_dec,i‖`. Loss = `Σ_d (x̂ − x)²` averaged over the batch, plus AuxK
+/// when latents are dead: the `k_aux = min(d_in/2, n_dead)` largest pre-activations among dead latents (no ReLU)
+/// reconstruct the detached residual `x − x̂` through `(a / n)·W_dec`, weighted by `coefficient · min(n_dead/(d_in/2), 1)`.
+public enum TopKSAE {
+    public struct Options: Equatable, Sendable {
+        public var k: Int
+        public var auxCoefficient: Float
+        public var rescaleByDecoderNorm: Bool
+        public var applyBDecToInput: Bool
+
+        public init(k: Int, auxCoefficient: Float = 1, rescaleByDecoderNorm: Bool = true, applyBDecToInput: Bool = true) {
+            self.k = k
+            self.auxCoefficient = auxCoefficient
+            self.rescaleByDecoderNorm = rescaleByDecoderNorm
+            self.applyBDecToInput = applyBDecToInput
+        }
+    }
+
+    public struct StepResult {
+        public var mse: Float
+        public var aux: Float
+        public var total: Float { mse + aux }
+        public var featureActs: Tensor
+        public var reconstruction: Tensor
+        public var gradients: SAEParameters
+    }
+
+    /// Indices of the `k` largest values of `row` (any order).
+    static func topIndices(_ row: UnsafePointer<Float>, count: Int, k: Int, allowed: ((Int) -> Bool)? = nil) -> [Int] {
+        // A min-heap of the best k so far: O(count · log k).
+        var heap: [(value: Float, index: Int)] = []
+        heap.reserveCapacity(k)
+        func siftDown(_ start: Int) {
+            var parent = start
+            while true {
+                let l = 2 * parent + 1, r = l + 1
+                var m = parent
+                if l < heap.count && heap[l].value < heap[m].value { m = l }
+                if r < heap.count && heap[r].value < heap[m].value { m = r }
+                if m == parent { return }
+                heap.swapAt(parent, m)
+                parent = m
+            }
+        }
+        for i in 0..<count where allowed?(i) ?? true {
+            let v = row[i]
+            if heap.count < k {
+                heap.append((v, i))
+                var child = heap.count - 1
+                while child > 0 && heap[child].value < heap[(child - 1) / 2].value {
+                    heap.swapAt(child, (child - 1) / 2)
+                    child = (child - 1) / 2
+                }
+            } else if let top = heap.first, v > top.value {
+                heap[0] = (v, i)
+                siftDown(0)
+            }
+        }
+        return heap.map(\.index)
+    }
+
+    public static func lossAndGradients(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?) -> StepResult {
+        let B = x.shape[0], D = p.dIn, S = p.dSAE
+        let invB = 1 / Float(B)
+        let norms = o.rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
+        var centred = x
+        if o.applyBDecToInput {
+            for b in 0..<B { for j in 0..<D { centred.scalars[b * D + j] -= p.bDec.scalars[j] } }
+        }
+        var pre = Tensor(zeros: [B, S])                       // before the norm scaling
+        for b in 0..<B { for i in 0..<S { pre.scalars[b * S + i] = p.bEnc.scalars[i] } }
+        matmul(centred, p.wEnc, into: &pre, m: B, n: S, k: D, accumulate: true)
+        var hidden = pre
+        for b in 0..<B { for i in 0..<S { hidden.scalars[b * S + i] *= norms[i] } }
+        var z = Tensor(zeros: [B, S])
+        var selected: [[Int]] = []
+        hidden.withUnsafeBufferPointer { h in
+            for b in 0..<B {
+                let chosen = topIndices(h.baseAddress! + b * S, count: S, k: min(o.k, S))
+                selected.append(chosen)
+                for i in chosen { z.scalars[b * S + i] = max(h[b * S + i], 0) }
+            }
+        }
+        var coefficients = z                                 // z / n, what multiplies W_dec
+        for b in 0..<B { for i in 0..<S { coefficients.scalars[b * S + i] /= norms[i] } }
+        var xhat = Tensor(zeros: [B, D])
+        for b in 0..<B { for j in 0..<D { xhat.scalars[b * D + j] = p.bDec.scalars[j] } }
+        matmul(coefficients, p.wDec, into: &xhat, m: B, n: D, k: S, accumulate: true)
+        var squared = 0.0
+        var g = Tensor(zeros: [B, D])                        // ∂L/∂x̂
+        for k in 0..<g.count {
+            let r = xhat.scalars[k] - x.scalars[k]
+            squared += Double(r) * Double(r)
+            g.scalars[k] = 2 * r * invB
+        }
+
+        var grads = SAEParameters.zeros(dIn: D, dSAE: S)
+        var dNorm = [Float](repeating: 0, count: S)
+        var dHidden = Tensor(zeros: [B, S])
+        // Main reconstruction.
+        matmul(coefficients, g, into: &grads.wDec, m: S, n: D, k: B, transposeA: true)
+        for b in 0..<B { for j in 0..<D { grads.bDec.scalars[j] += g.scalars[b * D + j] } }
+        var dCoefficients = Tensor(zeros: [B, S])
+        matmul(g, p.wDec, into: &dCoefficients, m: B, n: S, k: D, transposeB: true)
+        for b in 0..<B {
+            for i in selected[b] where hidden.scalars[b * S + i] > 0 {
+                let dc = dCoefficients.scalars[b * S + i]
+                dHidden.scalars[b * S + i] += dc / norms[i]
+                dNorm[i] -= dc * z.scalars[b * S + i] / (norms[i] * norms[i])
+            }
+        }
+        // AuxK on dead latents.
+        var aux: Float = 0
+        if let deadMask, case let dead = deadMask.filter({ $0 }).count, dead > 0 {
+            let half = D / 2
+            let scale = min(Float(dead) / Float(half), 1)
+            let kAux = min(half, dead)
+            var auxCoefficients = Tensor(zeros: [B, S])
+            var auxSelected: [[Int]] = []
+            hidden.withUnsafeBufferPointer { h in
+                for b in 0..<B {
+                    let chosen = topIndices(h.baseAddress! + b * S, count: S, k: kAux, allowed: { deadMask[$0] })
+                    auxSelected.append(chosen)
+                    for i in chosen { auxCoefficients.scalars[b * S + i] = h[b * S + i] / norms[i] }
+                }
+            }
+            var auxRecon = Tensor(zeros: [B, D])
+            matmul(auxCoefficients, p.wDec, into: &auxRecon, m: B, n: D, k: S)
+            var auxSquared = 0.0
+            let weight = o.auxCoefficient * scale
+            var ga = Tensor(zeros: [B, D])
+            for k in 0..<ga.count {
+                let e = auxRecon.scalars[k] - (x.scalars[k] - xhat.scalars[k])    // the residual is a constant
+                auxSquared += Double(e) * Double(e)
+                ga.scalars[k] = weight * 2 * e * invB
+            }
+            aux = Float(Double(weight) * auxSquared / Double(B))
+            matmul(auxCoefficients, ga, into: &grads.wDec, m: S, n: D, k: B, transposeA: true, accumulate: true)
+            var dAux = Tensor(zeros: [B, S])
+            matmul(ga, p.wDec, into: &dAux, m: B, n: S, k: D, transposeB: true)
+            for b in 0..<B {
+                for i in auxSelected[b] {
+                    let da = dAux.scalars[b * S + i]
+                    dHidden.scalars[b * S + i] += da / norms[i]
+                    dNorm[i] -= da * hidden.scalars[b * S + i] / (norms[i] * norms[i])
+                }
+            }
+        }
+        // h = pre ⊙ n
+        var dPre = dHidden
+        for b in 0..<B {
+            for i in 0..<S {
+                let dh = dHidden.scalars[b * S + i]
+                dPre.scalars[b * S + i] = dh * norms[i]
+                dNorm[i] += dh * pre.scalars[b * S + i]
+            }
+        }
+        matmul(centred, dPre, into: &grads.wEnc, m: D, n: S, k: B, transposeA: true)
+        for b in 0..<B { for i in 0..<S { grads.bEnc.scalars[i] += dPre.scalars[b * S + i] } }
+        if o.applyBDecToInput {
+            var dCentred = Tensor(zeros: [B, D])
+            matmul(dPre, p.wEnc, into: &dCentred, m: B, n: D, k: S, transposeB: true)
+            for b in 0..<B { for j in 0..<D { grads.bDec.scalars[j] -= dCentred.scalars[b * D + j] } }
+        }
+        // n_i = ‖W_dec,i‖
+        if o.rescaleByDecoderNorm {
+            for i in 0..<S where norms[i] > 0 {
+                let factor = dNorm[i] / norms[i]
+                for j in 0..<D { grads.wDec.scalars[i * D + j] += factor * p.wDec.scalars[i * D + j] }
+            }
+        }
+        return StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: z, reconstruction: xhat, gradients: grads)
+    }
+
+    /// `C (=|+=) op(A)·op(B)`, shapes given as the product's m, n, k.
+    private static func matmul(_ a: Tensor, _ b: Tensor, into c: inout Tensor, m: Int, n: Int, k: Int,
+                               transposeA: Bool = false, transposeB: Bool = false, accumulate: Bool = false) {
+        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
+            GEMM.multiply(m: m, n: n, k: k, a.baseAddress!, lda: transposeA ? m : k, transposeA: transposeA,
+                          b.baseAddress!, ldb: transposeB ? k : n, transposeB: transposeB, c.baseAddress!, ldc: n,
+                          beta: accumulate ? 1 : 0)
+        } } }
+    }
+
+    /// Reference loss in Double, for a fixed selection of latents (the top-k and AuxK sets are piecewise constant).
+    public static func naiveLoss(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?) -> (mse: Double, aux: Double) {
+        let B = x.shape[0], D = p.dIn, S = p.dSAE
+        let norms: [Double] = (0..<S).map { i in
+            o.rescaleByDecoderNorm ? (0..<D).reduce(0.0) { $0 + Double(p.wDec.scalars[i * D + $1]) * Double(p.wDec.scalars[i * D + $1]) }.squareRoot() : 1
+        }
+        var mse = 0.0, aux = 0.0
+        let dead = deadMask?.filter { $0 }.count ?? 0
+        for b in 0..<B {
+            let input = (0..<D).map { Double(x.scalars[b * D + $0]) - (o.applyBDecToInput ? Double(p.bDec.scalars[$0]) : 0) }
+            var hidden = [Double](repeating: 0, count: S)
+            for i in 0..<S {
+                var sum = Double(p.bEnc.scalars[i])
+                for j in 0..<D { sum += input[j] * Double(p.wEnc.scalars[j * S + i]) }
+                hidden[i] = sum * norms[i]
+            }
+            let top = Set(hidden.indices.sorted { hidden[$0] > hidden[$1] }.prefix(o.k))
+            var xhat = (0..<D).map { Double(p.bDec.scalars[$0]) }
+            for i in top where hidden[i] > 0 {
+                for j in 0..<D { xhat[j] += hidden[i] / norms[i] * Double(p.wDec.scalars[i * D + j]) }
+            }
+            for j in 0..<D { mse += (xhat[j] - Double(x.scalars[b * D + j])) * (xhat[j] - Double(x.scalars[b * D + j])) }
+            if let deadMask, dead > 0 {
+                let kAux = min(D / 2, dead)
+                let chosen = hidden.indices.filter { deadMask[$0] }.sorted { hidden[$0] > hidden[$1] }.prefix(kAux)
+                var recon = [Double](repeating: 0, count: D)
+                for i in chosen { for j in 0..<D { recon[j] += hidden[i] / norms[i] * Double(p.wDec.scalars[i * D + j]) } }
+                let weight = Double(o.auxCoefficient) * min(Double(dead) / Double(D / 2), 1)
+                for j in 0..<D {
+                    let residual = Double(x.scalars[b * D + j]) - xhat[j]
+                    aux += weight * (recon[j] - residual) * (recon[j] - residual)
+                }
+            }
+        }
+        return (mse / Double(B), aux / Double(B))
+    }
+}
