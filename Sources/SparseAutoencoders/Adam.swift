@@ -23,6 +23,19 @@ public struct AdamOptimizer: Equatable, Sendable {
         secondMoment = .zeros(dIn: dIn, dSAE: dSAE)
     }
 
+    /// Restores a saved state (checkpoints).
+    public init(learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, maxGradientNorm: Float? = 1.0,
+                step: Int, firstMoment: SAEParameters, secondMoment: SAEParameters) {
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.maxGradientNorm = maxGradientNorm
+        self.step = step
+        self.firstMoment = firstMoment
+        self.secondMoment = secondMoment
+    }
+
     /// The gradients' global L2 norm, as clip_grad_norm_ computes it (norm of the per-tensor norms).
     public static func globalNorm(_ g: SAEParameters) -> Float {
         let perTensor = SAEParameters.names.map { name -> Float in

@@ -1,5 +1,6 @@
 import ActivationStore
 import Foundation
+import SafeTensors
 import Interp
 import InterpTestSupport
 import Testing
@@ -245,6 +246,51 @@ import Testing
         }
     }
 
+    /// SIGKILL in the middle of `interp sae train`, then `--resume`: the same weights, bit for bit, and the same log.
+    @Test func killedTrainingResumesToTheSameWeights() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let common = ["sae", "train", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations",
+                      "--architecture", "topk", "--k", "4", "--d-sae", "64", "--batch-size", "32", "--steps", "4000",
+                      "--lr", "4e-3", "--checkpoint-every", "25", "--dead-feature-window", "20"]
+        let full = try InterpBinary.run(common + ["--out", dir + "/full"])
+        #expect(full.status == 0, "\(full.stderr)")
+
+        let killed = dir + "/killed"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: InterpBinary.path)
+        process.arguments = common + ["--out", killed]
+        process.currentDirectoryURL = URL(fileURLWithPath: Fixtures.repositoryRoot)
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        var sawCheckpoint = false
+        while Date() < deadline {
+            if let file = try? SafeTensorsFile(path: killed + "/checkpoint.safetensors"), let step = Int(file.metadata["step"] ?? ""), step >= 100 {
+                sawCheckpoint = true
+                break
+            }
+            usleep(2_000)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(sawCheckpoint && process.terminationReason == .uncaughtSignal, "the run ended before it could be killed")
+        #expect(!FileManager.default.fileExists(atPath: killed + "/sae_weights.safetensors"))
+        let changed = try InterpBinary.run(common.map { $0 == "4e-3" ? "5e-3" : $0 } + ["--out", killed, "--resume"])
+        #expect(changed.status == 1 && changed.stderr.contains("the checkpoint was made with different settings (learningRate differs)"))
+        let resumed = try InterpBinary.run(common + ["--out", killed, "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("4000 steps (resumed at step"))
+        for file in ["sae_weights.safetensors", "sparsity.safetensors", "cfg.json"] {
+            #expect(FileManager.default.contents(atPath: dir + "/full/" + file) == FileManager.default.contents(atPath: killed + "/" + file), "\(file)")
+        }
+        // The logs agree but for the measured speed.
+        func log(_ path: String) throws -> [String] {
+            try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.replacingOccurrences(of: #",\"tokens_per_second\":\d+"#, with: "", options: .regularExpression) }
+        }
+        #expect(try log(dir + "/full/train_log.jsonl") == log(killed + "/train_log.jsonl"))
+    }
+
     @Test func cacheErrors() throws {
         let dir = try Fixtures.temporaryDirectory()
         expectOneLineError(try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",
@@ -263,7 +309,7 @@ import Testing
     }
 
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)

@@ -1,0 +1,317 @@
+import ActivationStore
+import Foundation
+import InterpCore
+import SafeTensors
+import Tokenization
+
+/// Everything that determines a training run. Saved in checkpoints; a resume must use the same settings.
+public struct SAETrainingSettings: Codable, Equatable, Sendable {
+    public var architecture: String            // "standard" or "topk"
+    public var dSAE: Int
+    public var k: Int?
+    public var l1Coefficient: Float
+    public var l1WarmUpSteps: Int
+    public var auxCoefficient: Float
+    public var learningRate: Float
+    public var lrWarmUpSteps: Int
+    public var lrDecaySteps: Int
+    public var batchSize: Int
+    public var steps: Int
+    public var seed: UInt64
+    public var deadFeatureWindow: Int           // steps without firing before a latent counts as dead (SAELens: 1000)
+    public var logEvery: Int
+    public var checkpointEvery: Int
+    public var activations: String
+    public var dataset: String
+
+    public init(architecture: String, dSAE: Int, k: Int? = nil, l1Coefficient: Float = 1, l1WarmUpSteps: Int = 0,
+                auxCoefficient: Float = 1, learningRate: Float = 3e-4, lrWarmUpSteps: Int = 0, lrDecaySteps: Int = 0,
+                batchSize: Int = 4096, steps: Int, seed: UInt64 = 0, deadFeatureWindow: Int = 1000, logEvery: Int = 10,
+                checkpointEvery: Int = 0, activations: String, dataset: String) {
+        self.architecture = architecture
+        self.dSAE = dSAE
+        self.k = k
+        self.l1Coefficient = l1Coefficient
+        self.l1WarmUpSteps = l1WarmUpSteps
+        self.auxCoefficient = auxCoefficient
+        self.learningRate = learningRate
+        self.lrWarmUpSteps = lrWarmUpSteps
+        self.lrDecaySteps = lrDecaySteps
+        self.batchSize = batchSize
+        self.steps = steps
+        self.seed = seed
+        self.deadFeatureWindow = deadFeatureWindow
+        self.logEvery = logEvery
+        self.checkpointEvery = checkpointEvery
+        self.activations = activations
+        self.dataset = dataset
+    }
+
+    func validated() throws -> SAEArchitecture {
+        guard dSAE > 0 else { throw InterpError("--d-sae must be positive") }
+        guard batchSize > 0, steps > 0 else { throw InterpError("the batch size and the number of steps must be positive") }
+        guard learningRate > 0, learningRate.isFinite else { throw InterpError("the learning rate must be positive") }
+        guard lrWarmUpSteps + lrDecaySteps <= steps else { throw InterpError("LR warm-up and decay steps exceed the number of steps") }
+        switch architecture {
+        case "standard":
+            return .standard(l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps)
+        case "topk":
+            guard let k, k > 0, k <= dSAE else { throw InterpError("--k must be between 1 and d_sae (\(dSAE))") }
+            return .topK(k: k, auxCoefficient: auxCoefficient)
+        default:
+            throw InterpError("architecture '\(architecture)' is not supported yet (standard, topk)")
+        }
+    }
+
+    /// SAELens's schedule: linear warm-up from lr/W over W steps, constant, linear decay to 0 over the last D steps.
+    public func learningRate(at step: Int) -> Float {
+        var factor: Float = 1
+        if lrWarmUpSteps > 0 && step < lrWarmUpSteps {
+            let w = Float(lrWarmUpSteps)
+            factor = lrWarmUpSteps == 1 ? 1 : 1 / w + (1 - 1 / w) * Float(step) / (w - 1)
+        }
+        let decayStart = steps - lrDecaySteps
+        if lrDecaySteps > 0 && step >= decayStart {
+            factor *= max(0, 1 - Float(step - decayStart) / Float(lrDecaySteps))
+        }
+        return learningRate * factor
+    }
+}
+
+public struct TrainingProgress: Sendable {
+    public let step: Int
+    public let steps: Int
+    public let tokensPerSecond: Double
+    public let loss: Float
+    public let mse: Float
+    public let l0: Float
+    public let explainedVariance: Float
+    public let deadLatents: Int
+    public let batchSize: Int
+    public var secondsLeft: Double? { tokensPerSecond > 0 ? Double((steps - step) * batchSize) / tokensPerSecond : nil }
+}
+
+public struct TrainingSummary: Sendable {
+    public let directory: String
+    public let steps: Int
+    public let resumedFrom: Int
+    public let finalExplainedVariance: Float
+    public let finalL0: Float
+    public let deadLatents: Int
+}
+
+/// Trains an SAE on one dataset of an activation store as SAELens's trainer does (Adam, β 0.9/0.999, gradient norm
+/// clipped to 1.0, sparsity-coefficient and LR schedules, dead latents = not fired for `deadFeatureWindow` steps),
+/// and writes a SAELens inference directory. Checkpoints hold everything an exact resume needs: parameters, Adam
+/// moments and step, firing counters and the number of batches read (the shuffled order is replayed from the seed).
+public final class SAETrainer {
+    public let settings: SAETrainingSettings
+    public let reader: ActivationReader
+    let architecture: SAEArchitecture
+
+    public init(settings: SAETrainingSettings) throws {
+        self.settings = settings
+        architecture = try settings.validated()
+        reader = try ActivationReader(path: settings.activations, dataset: settings.dataset)
+        guard reader.rows >= settings.batchSize else {
+            throw InterpError("dataset '\(settings.dataset)' has \(reader.rows) rows, fewer than one batch of \(settings.batchSize)", file: settings.activations)
+        }
+    }
+
+    private struct State {
+        var parameters: SAEParameters
+        var adam: AdamOptimizer
+        var step: Int
+        var sinceFired: [Float]
+        var firings: [Float]
+        var samples: Int
+    }
+
+    public func train(output: String, resume: Bool, progress: (TrainingProgress) -> Void = { _ in }) throws -> TrainingSummary {
+        let fm = FileManager.default
+        let checkpointPath = output + "/checkpoint.safetensors", logPath = output + "/train_log.jsonl"
+        var state: State
+        if resume {
+            guard fm.fileExists(atPath: checkpointPath) else {
+                throw InterpError(fm.fileExists(atPath: output + "/sae_weights.safetensors") ? "training is already complete; nothing to resume" : "no checkpoint to resume from", file: output)
+            }
+            state = try loadCheckpoint(checkpointPath)
+            try truncateLog(logPath, toStep: state.step)
+        } else {
+            if fm.fileExists(atPath: output + "/sae_weights.safetensors") || fm.fileExists(atPath: checkpointPath) {
+                throw InterpError("already holds an SAE or a checkpoint; use --resume to continue, or another directory", file: output)
+            }
+            do { try fm.createDirectory(atPath: output, withIntermediateDirectories: true) } catch {
+                throw InterpError("cannot create the directory (\(error.localizedDescription))", file: output)
+            }
+            let p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE, seed: settings.seed)
+            state = State(parameters: p, adam: AdamOptimizer(dIn: reader.width, dSAE: settings.dSAE, learningRate: settings.learningRate),
+                          step: 0, sinceFired: [Float](repeating: 0, count: settings.dSAE),
+                          firings: [Float](repeating: 0, count: settings.dSAE), samples: 0)
+            guard fm.createFile(atPath: logPath, contents: nil) else { throw InterpError("cannot create the training log", file: logPath) }
+        }
+        let startStep = state.step
+        let batches = try BatchIterator(reader: reader, options: .init(batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
+                                                                        epochs: Int.max, keepLastPartialBatch: false))
+        for _ in 0..<state.step { _ = try batches.next() }    // replay the shuffled order up to the checkpoint
+        guard let log = FileHandle(forWritingAtPath: logPath) else { throw InterpError("cannot open the training log", file: logPath) }
+        defer { try? log.close() }
+        try log.seekToEnd()
+        let start = Date()
+        var last = (ev: Float.nan, l0: Float.nan)
+        while state.step < settings.steps {
+            guard let batch = try batches.next() else { break }
+            let x = batch.values
+            let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
+            let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead)
+            let loss = result.losses.values.reduce(0, +)
+            guard loss.isFinite, AdamOptimizer.globalNorm(result.gradients).isFinite else {
+                throw InterpError("training diverged at step \(state.step): the loss or a gradient is not finite; the last checkpoint is intact (lower --lr)", file: output)
+            }
+            // Firing statistics, as SAELens keeps them.
+            let S = settings.dSAE, B = x.shape[0]
+            var fired = [Bool](repeating: false, count: S)
+            var active = 0
+            for b in 0..<B { for i in 0..<S where result.featureActs.scalars[b * S + i] != 0 { fired[i] = true; state.firings[i] += 1; active += 1 } }
+            for i in 0..<S { state.sinceFired[i] = fired[i] ? 0 : state.sinceFired[i] + 1 }
+            state.samples += B
+            state.adam.learningRate = settings.learningRate(at: state.step)
+            state.adam.update(&state.parameters, gradients: result.gradients)
+            state.step += 1
+
+            if state.step % max(settings.logEvery, 1) == 0 || state.step == settings.steps {
+                let ev = explainedVariance(x, result.reconstruction)
+                let l0 = Float(active) / Float(B)
+                last = (ev, l0)
+                let deadCount = dead.filter { $0 }.count
+                let rate = Double((state.step - startStep) * settings.batchSize) / max(Date().timeIntervalSince(start), 1e-9)
+                var fields = result.losses.keys.sorted().map { "\(JSONText.quote($0)):\(result.losses[$0]!)" }
+                fields += ["\"step\":\(state.step)", "\"tokens\":\(state.step * settings.batchSize)", "\"loss\":\(loss)",
+                           "\"l0\":\(l0)", "\"explained_variance\":\(ev)", "\"dead_latents\":\(deadCount)",
+                           "\"lr\":\(state.adam.learningRate)", "\"tokens_per_second\":\(Int(rate))"]
+                try log.write(contentsOf: Data(("{" + fields.joined(separator: ",") + "}\n").utf8))
+                progress(TrainingProgress(step: state.step, steps: settings.steps, tokensPerSecond: rate, loss: loss,
+                                          mse: result.losses["mse_loss"] ?? 0, l0: l0, explainedVariance: ev, deadLatents: deadCount,
+                                          batchSize: settings.batchSize))
+            }
+            if settings.checkpointEvery > 0 && state.step % settings.checkpointEvery == 0 && state.step < settings.steps {
+                try log.synchronize()
+                try saveCheckpoint(state, to: checkpointPath)
+            }
+        }
+        try log.synchronize()
+        try writeInferenceDirectory(state, output: output)
+        try? fm.removeItem(atPath: checkpointPath)
+        return TrainingSummary(directory: output, steps: state.step, resumedFrom: startStep, finalExplainedVariance: last.ev,
+                               finalL0: last.l0, deadLatents: state.sinceFired.filter { $0 > Float(settings.deadFeatureWindow) }.count)
+    }
+
+    /// `1 − mean‖x − x̂‖² / mean‖x − mean(x)‖²` over the batch (SAELens's logged explained variance).
+    func explainedVariance(_ x: Tensor, _ xhat: Tensor) -> Float {
+        let B = x.shape[0], D = x.shape[1]
+        var mean = [Double](repeating: 0, count: D)
+        for b in 0..<B { for j in 0..<D { mean[j] += Double(x.scalars[b * D + j]) / Double(B) } }
+        var residual = 0.0, total = 0.0
+        for b in 0..<B {
+            for j in 0..<D {
+                let v = Double(x.scalars[b * D + j])
+                residual += (v - Double(xhat.scalars[b * D + j])) * (v - Double(xhat.scalars[b * D + j]))
+                total += (v - mean[j]) * (v - mean[j])
+            }
+        }
+        return total > 0 ? Float(1 - residual / total) : 0
+    }
+
+    // MARK: Checkpoints
+
+    private func saveCheckpoint(_ s: State, to path: String) throws {
+        var tensors: [String: SafeTensorsWriter.Payload] = [:]
+        for name in SAEParameters.names {
+            tensors["param." + name] = .float(s.parameters[name])
+            tensors["adam_m." + name] = .float(s.adam.firstMoment[name])
+            tensors["adam_v." + name] = .float(s.adam.secondMoment[name])
+        }
+        tensors["since_fired"] = .float(Tensor(shape: [s.sinceFired.count], scalars: s.sinceFired))
+        tensors["firings"] = .float(Tensor(shape: [s.firings.count], scalars: s.firings))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let metadata = ["settings": String(decoding: try encoder.encode(settings), as: UTF8.self), "step": String(s.step),
+                        "adam_step": String(s.adam.step), "samples": String(s.samples), "interp_version": InterpVersion.current]
+        try SafeTensorsWriter.write(payloads: tensors, metadata: metadata, to: path)
+    }
+
+    private func loadCheckpoint(_ path: String) throws -> State {
+        let file = try SafeTensorsFile(path: path)
+        guard let text = file.metadata["settings"],
+              let saved = try? JSONDecoder().decode(SAETrainingSettings.self, from: Data(text.utf8)) else {
+            throw InterpError("not an interp training checkpoint", file: path)
+        }
+        if saved != settings {
+            let encoder = JSONEncoder()
+            let old = try JSONValue.parse(encoder.encode(saved)).objectValue ?? [:], new = try JSONValue.parse(encoder.encode(settings)).objectValue ?? [:]
+            let field = Set(old.keys).union(new.keys).sorted().first { old[$0] != new[$0] } ?? "settings"
+            throw InterpError("the checkpoint was made with different settings (\(field) differs)", file: path)
+        }
+        func params(_ prefix: String) throws -> SAEParameters {
+            SAEParameters(wEnc: try file.tensor(prefix + "W_enc"), bEnc: try file.tensor(prefix + "b_enc"),
+                          wDec: try file.tensor(prefix + "W_dec"), bDec: try file.tensor(prefix + "b_dec"))
+        }
+        guard let step = Int(file.metadata["step"] ?? ""), let adamStep = Int(file.metadata["adam_step"] ?? ""),
+              let samples = Int(file.metadata["samples"] ?? "") else { throw InterpError("checkpoint metadata is incomplete", file: path) }
+        let adam = AdamOptimizer(learningRate: settings.learningRate, step: adamStep, firstMoment: try params("adam_m."), secondMoment: try params("adam_v."))
+        return State(parameters: try params("param."), adam: adam, step: step, sinceFired: try file.tensor("since_fired").scalars,
+                     firings: try file.tensor("firings").scalars, samples: samples)
+    }
+
+    private func truncateLog(_ path: String, toStep step: Int) throws {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        let kept = TextLines.splitScalars(text, on: "\n").filter { line in
+            guard let value = try? JSONValue.parse(Data(line.utf8)), let s = value.objectValue?["step"]?.integerValue else { return false }
+            return s <= step
+        }
+        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
+    }
+
+    // MARK: Output
+
+    /// cfg.json, sae_weights.safetensors (TopK norms folded into the weights, as SAELens saves them) and
+    /// sparsity.safetensors (log10 firing density over the whole run).
+    private func writeInferenceDirectory(_ s: State, output: String) throws {
+        var p = s.parameters
+        if case .topK = architecture {
+            let norms = p.decoderNorms, D = p.dIn, S = p.dSAE
+            for i in 0..<S where norms[i] > 0 {
+                p.bEnc.scalars[i] *= norms[i]
+                for j in 0..<D {
+                    p.wDec.scalars[i * D + j] /= norms[i]
+                    p.wEnc.scalars[j * S + i] *= norms[i]
+                }
+            }
+        }
+        try SafeTensorsWriter.write(["W_enc": p.wEnc, "b_enc": p.bEnc, "W_dec": p.wDec, "b_dec": p.bDec], to: output + "/sae_weights.safetensors")
+        let density = s.firings.map { log10($0 / Float(max(s.samples, 1)) + 1e-10) }
+        try SafeTensorsWriter.write(["sparsity": Tensor(shape: [density.count], scalars: density)], to: output + "/sparsity.safetensors")
+        let file = try? HDF5File(reading: settings.activations)
+        let hook = settings.dataset.hasPrefix("blocks.") || settings.dataset.hasPrefix("hook_") ? settings.dataset : nil
+        let contextLength = (try? file?.integerAttribute("context_length")).flatMap { $0 }.flatMap { $0 > 0 ? Int($0) : nil }
+        let prependBOS = (try? file?.integerAttribute("prepend_bos")).flatMap { $0 }.map { $0 != 0 }
+        let modelName = (try? file?.stringAttribute("model_name")).flatMap { $0 }
+        var fields: [String] = [
+            "\"architecture\":\(JSONText.quote(settings.architecture))", "\"d_in\":\(p.dIn)", "\"d_sae\":\(p.dSAE)",
+            "\"dtype\":\"float32\"", "\"device\":\"cpu\"", "\"apply_b_dec_to_input\":true", "\"normalize_activations\":\"none\"",
+            "\"reshape_activations\":\(reader.shape.count == 3 ? "\"hook_z\"" : "\"none\"")",
+        ]
+        if case let .topK(k, _) = architecture { fields += ["\"k\":\(k)", "\"rescale_acts_by_decoder_norm\":true"] }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var metadata = ["\"sae_lens_version\":\"6.0.0\"", "\"interp_version\":\(JSONText.quote(InterpVersion.current))",
+                        "\"training_architecture\":\(JSONText.quote(settings.architecture))",
+                        "\"interp_training\":" + String(decoding: try encoder.encode(settings), as: UTF8.self)]
+        if let hook { metadata.append("\"hook_name\":\(JSONText.quote(hook))") }
+        if let contextLength { metadata.append("\"context_size\":\(contextLength)") }
+        if let prependBOS { metadata.append("\"prepend_bos\":\(prependBOS)") }
+        if let modelName { metadata.append("\"model_name\":\(JSONText.quote(modelName))") }
+        fields.append("\"metadata\":{" + metadata.joined(separator: ",") + "}")
+        try AtomicFile.write(Data(("{" + fields.joined(separator: ",") + "}\n").utf8), to: output + "/cfg.json")
+    }
+}

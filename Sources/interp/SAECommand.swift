@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Interp
+
+struct SAECommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sae",
+        abstract: "Sparse autoencoders: train them on an activation store, SAELens-compatible.",
+        subcommands: [SAETrainCommand.self])
+}
+
+struct SAETrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a standard or TopK SAE on one dataset of an HDF5 activation store.",
+        discussion: """
+        The math is SAELens v6's (checked step by step against it): standard = ReLU with L1 on z·‖W_dec,i‖; \\
+        topk = the k largest pre-activations (rescaled by decoder norms) with the AuxK loss on dead latents. \\
+        Adam (β 0.9/0.999), gradient norm clipped to 1.0, decoder rows initialised to norm 0.1 with W_enc = W_decᵀ.
+
+        DIR becomes a SAELens inference directory (cfg.json, sae_weights.safetensors, sparsity.safetensors) with \\
+        train_log.jsonl. With --checkpoint-every N a checkpoint is written atomically every N steps; --resume \\
+        continues from it and ends with the same weights as an uninterrupted run.
+
+        Example:
+          interp sae train --activations acts.h5 --dataset blocks.0.hook_resid_post --architecture topk \\
+              --k 32 --expansion-factor 8 --steps 2000 --batch-size 1024 --out sae-topk
+        """)
+
+    @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
+    @Option(name: .long, help: ArgumentHelp("Dataset in the store (any float dataset [n, d] or [n, heads, d_head]).", valueName: "name")) var dataset: String
+    @Option(name: .long, help: "standard or topk.") var architecture = "standard"
+    @Option(name: .long, help: ArgumentHelp("Number of latents.", valueName: "n")) var dSae: Int?
+    @Option(name: .long, help: ArgumentHelp("Latents as a multiple of d_in (instead of --d-sae).", valueName: "e")) var expansionFactor: Int?
+    @Option(name: .long, help: "Active latents per row (topk).") var k: Int?
+    @Option(name: .long, help: "L1 coefficient (standard).") var l1Coefficient: Float = 1
+    @Option(name: .long, help: "Steps over which the L1 coefficient rises linearly from 0 (standard).") var l1WarmUpSteps = 0
+    @Option(name: .long, help: "AuxK loss coefficient (topk).") var auxCoefficient: Float = 1
+    @Option(name: .long, help: "Learning rate.") var lr: Float = 3e-4
+    @Option(name: .long, help: "Linear LR warm-up steps.") var lrWarmUpSteps = 0
+    @Option(name: .long, help: "Linear LR decay steps at the end.") var lrDecaySteps = 0
+    @Option(name: .long, help: "Rows per step.") var batchSize = 4096
+    @Option(name: .long, help: "Training steps.") var steps: Int?
+    @Option(name: .long, help: ArgumentHelp("Training tokens (instead of --steps).", valueName: "n")) var tokens: Int?
+    @Option(name: .long, help: "Random seed (initialisation and data order).") var seed: UInt64 = 0
+    @Option(name: .long, help: "Steps without firing after which a latent counts as dead.") var deadFeatureWindow = 1000
+    @Option(name: .long, help: "Write a log line every N steps.") var logEvery = 10
+    @Option(name: .long, help: "Checkpoint every N steps (0: never).") var checkpointEvery = 0
+    @Flag(name: .long, help: "Continue from DIR's checkpoint.") var resume = false
+    @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out: String
+
+    func validate() throws {
+        if (dSae == nil) == (expansionFactor == nil) { throw ValidationError("give the SAE's width one way: --d-sae or --expansion-factor") }
+        if (steps == nil) == (tokens == nil) { throw ValidationError("give the training length one way: --steps or --tokens") }
+        if architecture == "topk" && k == nil { throw ValidationError("--architecture topk needs --k") }
+    }
+
+    func run() throws {
+        // d_in comes from the dataset, so an expansion factor needs the store opened first.
+        let width = try expansionFactor.map { try ActivationReader(path: activations, dataset: dataset).width * $0 } ?? dSae!
+        let settings = SAETrainingSettings(
+            architecture: architecture, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
+            auxCoefficient: auxCoefficient, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
+            batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed, deadFeatureWindow: deadFeatureWindow,
+            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset)
+        let trainer = try SAETrainer(settings: settings)
+        var lastDraw = Date.distantPast
+        let summary = try trainer.train(output: out, resume: resume) { p in
+            guard Date().timeIntervalSince(lastDraw) > 0.25 || p.step == p.steps else { return }
+            lastDraw = Date()
+            let eta = p.secondsLeft.map { String(format: "%d:%02d", Int($0) / 60, Int($0) % 60) } ?? "-"
+            let line = String(format: "\rstep %d/%d · %.0f tokens/s · loss %.4g · mse %.4g · L0 %.1f · EV %.3f · dead %d · ETA %@   ",
+                              p.step, p.steps, p.tokensPerSecond, p.loss, p.mse, p.l0, p.explainedVariance, p.deadLatents, eta)
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        let resumed = summary.resumedFrom > 0 ? " (resumed at step \(summary.resumedFrom))" : ""
+        print("wrote \(summary.directory): \(summary.steps) steps\(resumed), explained variance \(String(format: "%.4f", summary.finalExplainedVariance)), L0 \(String(format: "%.2f", summary.finalL0)), dead latents \(summary.deadLatents)")
+    }
+}

@@ -1,0 +1,93 @@
+import ActivationStore
+import Foundation
+import InterpCore
+import InterpTestSupport
+import SafeTensors
+import SparseAutoencoders
+import Testing
+
+@Suite struct TrainerTests {
+    static let store = Fixtures.root + "/store/h5py-written.h5"
+
+    func settings(_ architecture: String = "standard", steps: Int = 60, checkpointEvery: Int = 0, dataset: String = "activations",
+                  store: String = TrainerTests.store) -> SAETrainingSettings {
+        SAETrainingSettings(architecture: architecture, dSAE: 64, k: architecture == "topk" ? 4 : nil, l1Coefficient: 0.5,
+                            learningRate: 4e-3, batchSize: 32, steps: steps, seed: 3, logEvery: 10,
+                            checkpointEvery: checkpointEvery, activations: store, dataset: dataset)
+    }
+
+    @Test func learningRateScheduleMatchesSAELens() throws {
+        struct Schedule: Decodable { let steps: Int; let warm_up: Int; let decay: Int; let lr: Float; let values: [Float] }
+        let s = try JSONDecoder().decode(Schedule.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/lr-schedule.json")))
+        var settings = settings(steps: s.steps)
+        settings.learningRate = s.lr
+        settings.lrWarmUpSteps = s.warm_up
+        settings.lrDecaySteps = s.decay
+        for (step, expected) in s.values.enumerated() {
+            #expect(Swift.abs(settings.learningRate(at: step) - expected) <= 1e-9, "step \(step)")
+        }
+    }
+
+    /// Directories interp wrote, as real SAELens loaded them (fixtures/make_sae.py): same latents, same reconstructions.
+    @Test(arguments: ["standard", "topk"])
+    func interpWrittenDirectoriesMatchSAELensReading(name: String) throws {
+        let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/interp-\(name)")
+        let outputs = try SafeTensorsFile(path: Fixtures.root + "/sae/interp-\(name)-saelens-outputs.safetensors")
+        let x = try outputs.tensor("x")
+        #expect(compare(try sae.encode(x), try outputs.tensor("feature_acts"), atol: 1e-5).passed)
+        #expect(compare(try sae.reconstruct(x), try outputs.tensor("sae_out"), atol: 1e-5).passed)
+        #expect(sae.config.metadata?.saeLensVersion == "6.0.0")
+    }
+
+    @Test(arguments: ["standard", "topk"])
+    func trainingLowersTheLossAndWritesSAELensFiles(architecture: String) throws {
+        let dir = try Fixtures.temporaryDirectory() + "/sae"
+        let summary = try SAETrainer(settings: settings(architecture, steps: 200)).train(output: dir, resume: false)
+        #expect(summary.steps == 200)
+        let log = try String(contentsOfFile: dir + "/train_log.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(log.count == 20)
+        let losses = try log.map { try JSONValue.parse(Data($0.utf8)).objectValue!["loss"]!.doubleValue! }
+        #expect(losses.last! < 0.6 * losses.first!, "loss \(losses.first!) → \(losses.last!)")
+        let sae = try SparseAutoencoder.load(directory: dir)
+        #expect(sae.config.architecture == architecture && sae.config.dIn == 24 && sae.config.dSAE == 64)
+        let sparsity = try SafeTensorsFile(path: dir + "/sparsity.safetensors").tensor("sparsity")
+        #expect(sparsity.shape == [64] && sparsity.scalars.allSatisfy { $0 <= 0 })
+        #expect(!FileManager.default.fileExists(atPath: dir + "/checkpoint.safetensors"))
+        if architecture == "topk" {   // norms folded in, as SAELens saves TopK SAEs
+            #expect(sae.parameters.decoderNorms.allSatisfy { Swift.abs($0 - 1) < 1e-5 })
+            #expect(summary.finalL0 == 4)
+        }
+    }
+
+    @Test func nonFiniteInputStopsTraining() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let path = dir + "/nan.h5"
+        do {
+            let file = try HDF5File(creating: path)
+            let dataset = try HDF5Dataset(creating: "acts", in: file, type: .float32, rowShape: [8], chunkRows: 16)
+            var values = (0..<(64 * 8)).map { Float($0 % 7) - 3 }
+            values[100] = .nan
+            try values.withUnsafeBytes { try dataset.append($0.baseAddress!, rows: 64, type: .float32) }
+        }
+        var s = settings(steps: 5, dataset: "acts", store: path)
+        s.batchSize = 64
+        #expect(throws: InterpError.self) { try SAETrainer(settings: s).train(output: dir + "/out", resume: false) }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out/sae_weights.safetensors"))
+    }
+
+    @Test func refusals() throws {
+        let dir = try Fixtures.temporaryDirectory() + "/sae"
+        _ = try SAETrainer(settings: settings(steps: 20)).train(output: dir, resume: false)
+        #expect(throws: InterpError("already holds an SAE or a checkpoint; use --resume to continue, or another directory", file: dir)) {
+            try SAETrainer(settings: settings(steps: 20)).train(output: dir, resume: false)
+        }
+        #expect(throws: InterpError("training is already complete; nothing to resume", file: dir)) {
+            try SAETrainer(settings: settings(steps: 20)).train(output: dir, resume: true)
+        }
+        #expect(throws: InterpError("architecture 'gated' is not supported yet (standard, topk)")) { try SAETrainer(settings: settings("gated")) }
+        var big = settings()
+        big.batchSize = 1000
+        #expect(throws: InterpError.self) { try SAETrainer(settings: big) }
+        #expect(throws: InterpError.self) { try SAETrainer(settings: settings(dataset: "ints")) }
+    }
+}
