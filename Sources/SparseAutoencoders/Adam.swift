@@ -47,29 +47,26 @@ public struct AdamOptimizer: Equatable, Sendable {
     /// Clips `gradients` (if a maximum norm is set), then updates `parameters`. Returns the norm before clipping.
     @discardableResult
     public mutating func update(_ parameters: inout SAEParameters, gradients: SAEParameters) -> Float {
-        var g = gradients
-        let norm = Self.globalNorm(g)
-        if let maxGradientNorm {
-            let coefficient = min(maxGradientNorm / (norm + 1e-6), 1)
-            for name in SAEParameters.names { g[name].scalars = g[name].scalars.map { $0 * coefficient } }
-        }
+        let norm = Self.globalNorm(gradients)
+        let clip = maxGradientNorm.map { min($0 / (norm + 1e-6), 1) } ?? 1
         step += 1
         let bias1 = 1 - Foundation.pow(Double(beta1), Double(step))
-        let bias2Root = (1 - Foundation.pow(Double(beta2), Double(step))).squareRoot()
+        let bias2Root = Float((1 - Foundation.pow(Double(beta2), Double(step))).squareRoot())
         let stepSize = Float(Double(learningRate) / bias1)
+        let (b1, b2, eps) = (beta1, beta2, epsilon)
         for name in SAEParameters.names {
-            var p = parameters[name], m = firstMoment[name], v = secondMoment[name]
-            let grad = g[name]
-            for k in 0..<p.count {
-                let gk = grad.scalars[k]
-                m.scalars[k] += (gk - m.scalars[k]) * (1 - beta1)
-                v.scalars[k] = v.scalars[k] * beta2 + (1 - beta2) * gk * gk
-                let denominator = v.scalars[k].squareRoot() / Float(bias2Root) + epsilon
-                p.scalars[k] -= stepSize * m.scalars[k] / denominator
+            gradients[name].withUnsafeBufferPointer { grad in
+                parameters.modify(name) { p in firstMoment.modify(name) { m in secondMoment.modify(name) { v in
+                    p.withUnsafeMutableBufferPointer { p in m.withUnsafeMutableBufferPointer { m in v.withUnsafeMutableBufferPointer { v in
+                        for k in 0..<p.count {
+                            let gk = grad[k] * clip
+                            m[k] += (gk - m[k]) * (1 - b1)
+                            v[k] = v[k] * b2 + (1 - b2) * gk * gk
+                            p[k] -= stepSize * m[k] / (v[k].squareRoot() / bias2Root + eps)
+                        }
+                    } } }
+                } } }
             }
-            parameters[name] = p
-            firstMoment[name] = m
-            secondMoment[name] = v
         }
         return norm
     }

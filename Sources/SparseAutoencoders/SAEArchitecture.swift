@@ -13,12 +13,12 @@ public enum SAEArchitecture: Equatable, Sendable {
     }
 
     /// Loss terms and gradients for one batch; `step` sets the sparsity-coefficient warm-up.
-    func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool]) -> (losses: [String: Float], featureActs: Tensor, reconstruction: Tensor, gradients: SAEParameters) {
+    func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> (losses: [String: Float], featureActs: Tensor, reconstruction: Tensor, gradients: SAEParameters) {
         switch self {
         case let .standard(l1, warmUp):
             // SAELens's CoefficientScheduler: the value at step t is final · min((t)/warmUp, 1)·… (0 at step 0).
             let coefficient = warmUp > 0 ? l1 * min(Float(step) / Float(warmUp), 1) : l1
-            let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: coefficient)
+            let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: coefficient, workspace: workspace)
             return (["mse_loss": r.losses.mse, "l1_loss": r.losses.l1], r.featureActs, r.reconstruction, r.gradients)
         case let .topK(k, aux):
             let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: aux), deadMask: deadMask)

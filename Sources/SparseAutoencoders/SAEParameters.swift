@@ -48,6 +48,17 @@ public struct SAEParameters: Equatable, Sendable {
         }
     }
 
+    /// Runs `body` on the named tensor in place (no copy-on-write, unlike reading it out and writing it back).
+    public mutating func modify<R>(_ name: String, _ body: (inout Tensor) throws -> R) rethrows -> R {
+        switch name {
+        case "W_enc": return try body(&wEnc)
+        case "b_enc": return try body(&bEnc)
+        case "W_dec": return try body(&wDec)
+        case "b_dec": return try body(&bDec)
+        default: preconditionFailure("no SAE parameter \(name)")
+        }
+    }
+
     /// `‖W_dec,i‖` for every latent.
     public var decoderNorms: [Float] {
         (0..<dSAE).map { i in

@@ -159,21 +159,19 @@ public final class SAETrainer {
         try log.seekToEnd()
         let start = Date()
         var last = (ev: Float.nan, l0: Float.nan)
+        let workspace = SAEWorkspace()
         while state.step < settings.steps {
             guard let batch = try batches.next() else { break }
             let x = batch.values
             let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
-            let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead)
+            let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead, workspace: workspace)
             let loss = result.losses.values.reduce(0, +)
             guard loss.isFinite, AdamOptimizer.globalNorm(result.gradients).isFinite else {
                 throw InterpError("training diverged at step \(state.step): the loss or a gradient is not finite; the last checkpoint is intact (lower --lr)", file: output)
             }
             // Firing statistics, as SAELens keeps them.
             let S = settings.dSAE, B = x.shape[0]
-            var fired = [Bool](repeating: false, count: S)
-            var active = 0
-            for b in 0..<B { for i in 0..<S where result.featureActs.scalars[b * S + i] != 0 { fired[i] = true; state.firings[i] += 1; active += 1 } }
-            for i in 0..<S { state.sinceFired[i] = fired[i] ? 0 : state.sinceFired[i] + 1 }
+            let active = Self.countFirings(result.featureActs, rows: B, width: S, firings: &state.firings, sinceFired: &state.sinceFired)
             state.samples += B
             state.adam.learningRate = settings.learningRate(at: state.step)
             state.adam.update(&state.parameters, gradients: result.gradients)
@@ -204,6 +202,27 @@ public final class SAETrainer {
         try? fm.removeItem(atPath: checkpointPath)
         return TrainingSummary(directory: output, steps: state.step, resumedFrom: startStep, finalExplainedVariance: last.ev,
                                finalL0: last.l0, deadLatents: state.sinceFired.filter { $0 > Float(settings.deadFeatureWindow) }.count)
+    }
+
+    /// Adds each latent's firings in `acts [rows, width]` to `firings`, resets `sinceFired` for latents that fired and
+    /// counts one more step for the others. Returns the number of non-zero activations.
+    static func countFirings(_ acts: Tensor, rows: Int, width: Int, firings: inout [Float], sinceFired: inout [Float]) -> Int {
+        var fired = [Float](repeating: 0, count: width)
+        acts.withUnsafeBufferPointer { a in
+            fired.withUnsafeMutableBufferPointer { f in
+                for b in 0..<rows {
+                    let row = a.baseAddress! + b * width
+                    for i in 0..<width where row[i] != 0 { f[i] += 1 }
+                }
+            }
+        }
+        var active = 0
+        for i in 0..<width {
+            firings[i] += fired[i]
+            active += Int(fired[i])
+            sinceFired[i] = fired[i] > 0 ? 0 : sinceFired[i] + 1
+        }
+        return active
     }
 
     /// `1 − mean‖x − x̂‖² / mean‖x − mean(x)‖²` over the batch (SAELens's logged explained variance).

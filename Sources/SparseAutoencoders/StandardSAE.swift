@@ -21,72 +21,76 @@ public enum StandardSAE {
     }
 
     /// Loss terms, activations and all four gradients for a batch `x [batch, d_in]`.
+    /// `workspace` keeps the step's large buffers from one call to the next (allocating 64 MB arrays anew each step
+    /// costs page faults); the results share its storage, so drop them before the next call to avoid copies.
     public static func lossAndGradients(_ p: SAEParameters, x: Tensor, l1Coefficient: Float,
-                                        applyBDecToInput: Bool = true) -> StepResult {
+                                        applyBDecToInput: Bool = true, workspace: SAEWorkspace = SAEWorkspace()) -> StepResult {
         let B = x.shape[0], D = p.dIn, S = p.dSAE
         let invB = 1 / Float(B)
         let norms = p.decoderNorms
-        // Encoder: centred input and pre-activations.
-        var centred = x
-        if applyBDecToInput {
-            for b in 0..<B { for j in 0..<D { centred.scalars[b * D + j] -= p.bDec.scalars[j] } }
-        }
-        var pre = Tensor(zeros: [B, S])
-        for b in 0..<B { for i in 0..<S { pre.scalars[b * S + i] = p.bEnc.scalars[i] } }
-        gemm(centred, [B, D], p.wEnc, [D, S], into: &pre, accumulate: true)
-        var z = pre
-        for k in 0..<z.count where z.scalars[k] < 0 { z.scalars[k] = 0 }
-        // Decoder and loss terms.
-        var xhat = Tensor(zeros: [B, D])
-        for b in 0..<B { for j in 0..<D { xhat.scalars[b * D + j] = p.bDec.scalars[j] } }
-        gemm(z, [B, S], p.wDec, [S, D], into: &xhat, accumulate: true)
-        var residual = xhat
-        var squared: Double = 0
-        for k in 0..<residual.count {
-            residual.scalars[k] -= x.scalars[k]
-            squared += Double(residual.scalars[k]) * Double(residual.scalars[k])
-        }
+        let xs = x.scalars, wEnc = p.wEnc.scalars, wDec = p.wDec.scalars, bEnc = p.bEnc.scalars, bDec = p.bDec.scalars
+        let w = workspace
+        w.prepare(rows: B, dIn: D, dSAE: S)
+        var centred = w.take(\.centred), pre = w.take(\.pre), xhat = w.take(\.xhat), g = w.take(\.g)
+        var dCentred = w.take(\.dCentred), dz = w.take(\.dz), z = w.take(\.z)
+        var gWEnc = w.take(\.gWEnc), gWDec = w.take(\.gWDec)
+        var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
         var columnSums = [Float](repeating: 0, count: S)      // Σ_b z_bi
-        for b in 0..<B { for i in 0..<S { columnSums[i] += z.scalars[b * S + i] } }
-        var weighted: Double = 0
+        centred.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: xs, count: B * D) }
+        var squared = 0.0
+        let l1Scale = l1Coefficient * invB
+        centred.withUnsafeMutableBufferPointer { c in pre.withUnsafeMutableBufferPointer { pre in
+        xhat.withUnsafeMutableBufferPointer { xhat in g.withUnsafeMutableBufferPointer { g in dz.withUnsafeMutableBufferPointer { dz in
+        dCentred.withUnsafeMutableBufferPointer { dCentred in
+        gWEnc.withUnsafeMutableBufferPointer { gWEnc in gWDec.withUnsafeMutableBufferPointer { gWDec in
+        z.withUnsafeMutableBufferPointer { zBuffer in let zBuffer = zBuffer.baseAddress!
+        xs.withUnsafeBufferPointer { xs in wEnc.withUnsafeBufferPointer { wEnc in wDec.withUnsafeBufferPointer { wDec in
+            let c = c.baseAddress!, pre = pre.baseAddress!, xhat = xhat.baseAddress!, g = g.baseAddress!, dz = dz.baseAddress!
+            // Encoder: centred input, pre-activations, ReLU kept in `dz` as z for now.
+            if applyBDecToInput { for b in 0..<B { for j in 0..<D { c[b * D + j] -= bDec[j] } } }
+            for b in 0..<B { (pre + b * S).update(from: bEnc, count: S) }
+            GEMM.multiply(m: B, n: S, k: D, c, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+            let zp = zBuffer
+            for k in 0..<(B * S) { zp[k] = pre[k] > 0 ? pre[k] : 0 }
+            let z = UnsafePointer(zp)
+            for b in 0..<B { let row = z + b * S; for i in 0..<S { columnSums[i] += row[i] } }
+            // Decoder.
+            for b in 0..<B { (xhat + b * D).update(from: bDec, count: D) }
+            GEMM.multiply(m: B, n: D, k: S, z, lda: S, wDec.baseAddress!, ldb: D, xhat, ldc: D, beta: 1)
+            for k in 0..<(B * D) {
+                let r = xhat[k] - xs[k]
+                squared += Double(r) * Double(r)
+                g[k] = 2 * r * invB
+            }
+            // ∂L/∂W_dec from the reconstruction.
+            GEMM.multiply(m: S, n: D, k: B, z, lda: S, transposeA: true, g, ldb: D, gWDec.baseAddress!, ldc: D)
+            // ∂L/∂z = G·W_decᵀ + l1·n/B, masked by the ReLU.
+            for b in 0..<B { let row = dz + b * S; for i in 0..<S { row[i] = l1Scale * norms[i] } }
+            GEMM.multiply(m: B, n: S, k: D, g, lda: D, wDec.baseAddress!, ldb: D, transposeB: true, dz, ldc: S, beta: 1)
+            for k in 0..<(B * S) where !(pre[k] > 0) { dz[k] = 0 }
+            GEMM.multiply(m: D, n: S, k: B, c, lda: D, transposeA: true, dz, ldb: S, gWEnc.baseAddress!, ldc: S)
+            for b in 0..<B { let row = dz + b * S; for i in 0..<S { gBEnc[i] += row[i] } }
+            for b in 0..<B { let row = g + b * D; for j in 0..<D { gBDec[j] += row[j] } }
+            if applyBDecToInput {
+                // ∂L/∂b_dec through the input: −Σ_b (dz·W_encᵀ)_b.
+                let dc = dCentred.baseAddress!
+                GEMM.multiply(m: B, n: D, k: S, dz, lda: S, wEnc.baseAddress!, ldb: S, transposeB: true, dc, ldc: D)
+                for b in 0..<B { let row = dc + b * D; for j in 0..<D { gBDec[j] -= row[j] } }
+            }
+            // L1 through the decoder norms.
+            for i in 0..<S where norms[i] > 0 {
+                let factor = l1Scale * columnSums[i] / norms[i]
+                for j in 0..<D { gWDec[i * D + j] += factor * wDec[i * D + j] }
+            }
+        } } } } } } } } } } } }
+        var weighted = 0.0
         for i in 0..<S { weighted += Double(columnSums[i]) * Double(norms[i]) }
         let losses = Losses(mse: Float(squared / Double(B)), l1: Float(Double(l1Coefficient) * weighted / Double(B)))
-
-        // Backward. G = ∂L/∂x̂ = 2(x̂ − x)/B.
-        var g = residual
-        for k in 0..<g.count { g.scalars[k] *= 2 * invB }
-        var grads = SAEParameters.zeros(dIn: D, dSAE: S)
-        gemm(z, [B, S], g, [B, D], into: &grads.wDec, transposeA: true)
-        let l1Scale = l1Coefficient * invB
-        for i in 0..<S where norms[i] > 0 {
-            let factor = l1Scale * columnSums[i] / norms[i]
-            for j in 0..<D { grads.wDec.scalars[i * D + j] += factor * p.wDec.scalars[i * D + j] }
-        }
-        var dz = Tensor(zeros: [B, S])
-        for b in 0..<B { for i in 0..<S { dz.scalars[b * S + i] = l1Scale * norms[i] } }
-        gemm(g, [B, D], p.wDec, [S, D], into: &dz, transposeB: true, accumulate: true)
-        for k in 0..<dz.count where !(pre.scalars[k] > 0) { dz.scalars[k] = 0 }        // ReLU
-        gemm(centred, [B, D], dz, [B, S], into: &grads.wEnc, transposeA: true)
-        for b in 0..<B { for i in 0..<S { grads.bEnc.scalars[i] += dz.scalars[b * S + i] } }
-        for b in 0..<B { for j in 0..<D { grads.bDec.scalars[j] += g.scalars[b * D + j] } }
-        if applyBDecToInput {
-            var dCentred = Tensor(zeros: [B, D])
-            gemm(dz, [B, S], p.wEnc, [D, S], into: &dCentred, transposeB: true)
-            for b in 0..<B { for j in 0..<D { grads.bDec.scalars[j] -= dCentred.scalars[b * D + j] } }
-        }
-        return StepResult(losses: losses, featureActs: z, reconstruction: xhat, gradients: grads)
-    }
-
-    /// `C (=|+=) op(A)·op(B)` for row-major tensors with their stored shapes.
-    private static func gemm(_ a: Tensor, _ aShape: [Int], _ b: Tensor, _ bShape: [Int], into c: inout Tensor,
-                             transposeA: Bool = false, transposeB: Bool = false, accumulate: Bool = false) {
-        let m = transposeA ? aShape[1] : aShape[0], k = transposeA ? aShape[0] : aShape[1]
-        let n = transposeB ? bShape[0] : bShape[1]
-        a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
-            GEMM.multiply(m: m, n: n, k: k, a.baseAddress!, lda: aShape[1], transposeA: transposeA,
-                          b.baseAddress!, ldb: bShape[1], transposeB: transposeB, c.baseAddress!, ldc: n,
-                          beta: accumulate ? 1 : 0)
-        } } }
+        w.giveBack(centred: centred, pre: pre, xhat: xhat, g: g, dCentred: dCentred, dz: dz, z: z, gWEnc: gWEnc, gWDec: gWDec)
+        let grads = SAEParameters(wEnc: Tensor(shape: [D, S], scalars: gWEnc), bEnc: Tensor(shape: [S], scalars: gBEnc),
+                                  wDec: Tensor(shape: [S, D], scalars: gWDec), bDec: Tensor(shape: [D], scalars: gBDec))
+        return StepResult(losses: losses, featureActs: Tensor(shape: [B, S], scalars: z),
+                          reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads)
     }
 
     /// The loss in Double, written as the definition reads.

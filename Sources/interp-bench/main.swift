@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "interp-bench",
         abstract: "Benchmark workloads (build with -c release). Run once with the environment as it is and once with `env -u OPENBLAS_CORETYPE`.",
-        subcommands: [GEMMBench.self, ForwardBench.self, TokenizeBench.self, StoreBench.self, CacheBench.self])
+        subcommands: [GEMMBench.self, ForwardBench.self, TokenizeBench.self, StoreBench.self, CacheBench.self, SAEBench.self])
 }
 
 struct RunOptions: ParsableArguments {

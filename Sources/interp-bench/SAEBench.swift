@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import Interp
+
+struct SAEBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sae",
+        abstract: "The sae-relu / sae-topk workloads: 409,600 × 512 synthetic activations, d_sae 4,096, batch 4,096, 100 steps.",
+        discussion: """
+        The data: 2,048 random unit directions in 512 dimensions; each row sums 20 of them (drawn with replacement), \\
+        each scaled by an Exponential(1) magnitude, plus N(0, 0.01²) noise; stored as `activations` in 4,096-row chunks. \\
+        It is made once at --data and reused.
+        """)
+    @Option(help: "standard (sae-relu: L1 5.0) or topk (sae-topk: k 32).") var architecture = "standard"
+    @Option(help: "Where the synthetic store lives (made if missing).") var data = (NSTemporaryDirectory() as NSString).appendingPathComponent("interp-bench-sae-data.h5")
+    @Option(help: "Training steps.") var steps = 100
+    @Option(help: "Rows in the synthetic store.") var rows = 409_600
+
+    func run() throws {
+        if !FileManager.default.fileExists(atPath: data) { try makeData() }
+        let out = (NSTemporaryDirectory() as NSString).appendingPathComponent("interp-bench-sae-\(getpid())")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let settings = SAETrainingSettings(architecture: architecture, dSAE: 4096, k: architecture == "topk" ? 32 : nil,
+                                           l1Coefficient: 5.0, learningRate: 4e-4, batchSize: 4096, steps: steps, seed: 0,
+                                           logEvery: steps, activations: data, dataset: "activations")
+        let trainer = try SAETrainer(settings: settings)
+        let start = Date()
+        let summary = try trainer.train(output: out, resume: false)
+        let seconds = Date().timeIntervalSince(start)
+        let tokens = Double(steps * 4096)
+        print("sae-\(architecture == "topk" ? "topk" : "relu"): \(steps) steps × 4096 rows in \(String(format: "%.2f", seconds)) s = \(String(format: "%.0f", tokens / seconds)) tokens/s; explained variance \(String(format: "%.3f", summary.finalExplainedVariance)), L0 \(String(format: "%.1f", summary.finalL0))")
+        print("  peak RSS: \(String(format: "%.0f", peakRSSMegabytes())) MB; BLAS: \(BLASInfo.coreName), \(BLASInfo.threads) threads")
+    }
+
+    func makeData() throws {
+        let d = 512, features = 2048, chunk = 4096
+        var rng = SeededRandom(seed: 42)
+        var directions = [Float](repeating: 0, count: features * d)
+        for f in 0..<features {
+            var norm: Float = 0
+            for j in 0..<d { let v = rng.nextNormal(); directions[f * d + j] = v; norm += v * v }
+            for j in 0..<d { directions[f * d + j] /= norm.squareRoot() }
+        }
+        let file = try HDF5File(creating: data, truncate: true)
+        let dataset = try HDF5Dataset(creating: "activations", in: file, type: .float32, rowShape: [d], chunkRows: chunk)
+        var block = [Float](repeating: 0, count: chunk * d)
+        var written = 0
+        while written < rows {
+            let count = min(chunk, rows - written)
+            for r in 0..<count {
+                let row = r * d
+                for j in 0..<d { block[row + j] = rng.nextNormal() * 0.01 }
+                for _ in 0..<20 {
+                    let f = Int(rng.next() % UInt64(features))
+                    let magnitude = -Foundation.log(max(Float(1) - rng.nextUniform(), 1e-12))
+                    for j in 0..<d { block[row + j] += magnitude * directions[f * d + j] }
+                }
+            }
+            try block.withUnsafeBytes { try dataset.append($0.baseAddress!, rows: count, type: .float32) }
+            written += count
+        }
+        FileHandle.standardError.write(Data("made \(rows) synthetic rows at \(data)\n".utf8))
+    }
+}
