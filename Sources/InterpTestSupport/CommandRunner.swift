@@ -43,3 +43,23 @@ public enum InterpBinary {
                              stderr: String(decoding: errData, as: UTF8.self))
     }
 }
+
+extension InterpBinary {
+    /// Starts `interp` with `arguments`, polls `ready` every 2 ms, and kills the process with SIGKILL as soon as it
+    /// returns true (or after `timeout` seconds). Returns whether the process was still running when killed.
+    public static func runAndKill(_ arguments: [String], timeout: TimeInterval = 60, when ready: () -> Bool) throws -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: Fixtures.repositoryRoot)
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && !ready() { usleep(2_000) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        return process.terminationReason == .uncaughtSignal
+    }
+}
+

@@ -198,27 +198,15 @@ import Testing
         #expect(full.status == 0, "\(full.stderr)")
 
         let killed = dir + "/killed.h5"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: InterpBinary.path)
-        process.arguments = common + ["--out", killed]
-        process.currentDirectoryURL = URL(fileURLWithPath: Fixtures.repositoryRoot)
-        process.standardError = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
         struct Progress: Decodable { let rows: Int }
         var committed = 0
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if let data = FileManager.default.contents(atPath: killed + ".partial/progress.json"),
-               let progress = try? JSONDecoder().decode(Progress.self, from: data), progress.rows >= 2400 {
-                committed = progress.rows
-                break
-            }
-            usleep(2_000)
+        let wasRunning = try InterpBinary.runAndKill(common + ["--out", killed]) {
+            guard let data = FileManager.default.contents(atPath: killed + ".partial/progress.json"),
+                  let progress = try? JSONDecoder().decode(Progress.self, from: data), progress.rows >= 2400 else { return false }
+            committed = progress.rows
+            return true
         }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        #expect(process.terminationReason == .uncaughtSignal, "the run ended before it could be killed")
+        #expect(wasRunning, "the run ended before it could be killed")
         #expect(committed > 0 && committed < 36_000)
         #expect(!FileManager.default.fileExists(atPath: killed), "no output file until the store is complete")
 
@@ -256,25 +244,13 @@ import Testing
         #expect(full.status == 0, "\(full.stderr)")
 
         let killed = dir + "/killed"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: InterpBinary.path)
-        process.arguments = common + ["--out", killed]
-        process.currentDirectoryURL = URL(fileURLWithPath: Fixtures.repositoryRoot)
-        process.standardError = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
         var sawCheckpoint = false
-        while Date() < deadline {
-            if let file = try? SafeTensorsFile(path: killed + "/checkpoint.safetensors"), let step = Int(file.metadata["step"] ?? ""), step >= 100 {
-                sawCheckpoint = true
-                break
-            }
-            usleep(2_000)
+        let wasRunning = try InterpBinary.runAndKill(common + ["--out", killed]) {
+            guard let file = try? SafeTensorsFile(path: killed + "/checkpoint.safetensors"), let step = Int(file.metadata["step"] ?? "") else { return false }
+            sawCheckpoint = step >= 100
+            return sawCheckpoint
         }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        #expect(sawCheckpoint && process.terminationReason == .uncaughtSignal, "the run ended before it could be killed")
+        #expect(sawCheckpoint && wasRunning, "the run ended before it could be killed")
         #expect(!FileManager.default.fileExists(atPath: killed + "/sae_weights.safetensors"))
         let changed = try InterpBinary.run(common.map { $0 == "4e-3" ? "5e-3" : $0 } + ["--out", killed, "--resume"])
         #expect(changed.status == 1 && changed.stderr.contains("the checkpoint was made with different settings (learningRate differs)"))

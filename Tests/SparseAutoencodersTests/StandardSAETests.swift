@@ -78,7 +78,7 @@ import Testing
     @Test func naiveGradientsMatchFiniteDifferences() {
         var rng = SeededRandom(seed: 5)
         let (B, D, S) = (4, 3, 6)
-        var p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.6), bEnc: rng.normalTensor([S], std: 0.3),
+        let p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.6), bEnc: rng.normalTensor([S], std: 0.3),
                               wDec: rng.normalTensor([S, D], std: 0.6), bDec: rng.normalTensor([D], std: 0.3))
         let x = rng.normalTensor([B, D], std: 1)
         let grads = StandardSAE.naiveGradients(p, x: x, l1Coefficient: 0.9)
@@ -97,22 +97,10 @@ import Testing
             }
             return out
         }
-        var checked = 0
-        for name in SAEParameters.names {
-            for k in 0..<p[name].count {
-                let original = p[name].scalars[k]
-                let plus = original + 1e-3, minus = original - 1e-3
-                p[name].scalars[k] = plus
-                let up = StandardSAE.naiveLoss(p, x: x, l1Coefficient: 0.9), upSigns = signs(p)
-                p[name].scalars[k] = minus
-                let down = StandardSAE.naiveLoss(p, x: x, l1Coefficient: 0.9), downSigns = signs(p)
-                p[name].scalars[k] = original
-                guard upSigns == downSigns else { continue }
-                let numeric = ((up.mse + up.l1) - (down.mse + down.l1)) / (Double(plus) - Double(minus))
-                #expect(Swift.abs(numeric - Double(grads[name].scalars[k])) < 1e-3 * max(1, Swift.abs(numeric)), "\(name)[\(k)]: numeric \(numeric) vs \(grads[name].scalars[k])")
-                checked += 1
-            }
-        }
+        let checked = checkFiniteDifferences(p, gradients: grads, loss: { q in
+            let l = StandardSAE.naiveLoss(q, x: x, l1Coefficient: 0.9)
+            return l.mse + l.l1
+        }, regime: signs)
         let total = SAEParameters.names.reduce(0) { $0 + p[$1].count }
         #expect(checked >= total - 3, "only \(checked) of \(total) entries checked away from ReLU kinks")
     }

@@ -62,32 +62,16 @@ import Testing
     @Test func gradientsMatchFiniteDifferences() {
         var rng = SeededRandom(seed: 8)
         let (B, D, S) = (3, 4, 9)
-        var p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.6), bEnc: rng.normalTensor([S], std: 0.3),
+        let p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.6), bEnc: rng.normalTensor([S], std: 0.3),
                               wDec: rng.normalTensor([S, D], std: 0.6), bDec: rng.normalTensor([D], std: 0.3))
         let x = rng.normalTensor([B, D], std: 1)
         let o = TopKSAE.Options(k: 3)
         let result = TopKSAE.lossAndGradients(p, x: x, options: o, deadMask: nil)
         let base = TopKSAE.naiveLoss(p, x: x, options: o, deadMask: nil)
         #expect(Swift.abs(base.mse - Double(result.mse)) < 1e-5 * max(base.mse, 1))
-        var checked = 0
-        for name in SAEParameters.names {
-            for k in 0..<p[name].count {
-                let original = p[name].scalars[k]
-                let plus = original + 1e-3, minus = original - 1e-3
-                p[name].scalars[k] = plus
-                let upActs = TopKSAE.lossAndGradients(p, x: x, options: o, deadMask: nil).featureActs.scalars.map { $0 > 0 }
-                let up = TopKSAE.naiveLoss(p, x: x, options: o, deadMask: nil).mse
-                p[name].scalars[k] = minus
-                let downActs = TopKSAE.lossAndGradients(p, x: x, options: o, deadMask: nil).featureActs.scalars.map { $0 > 0 }
-                let down = TopKSAE.naiveLoss(p, x: x, options: o, deadMask: nil).mse
-                p[name].scalars[k] = original
-                guard upActs == downActs else { continue }
-                let numeric = (up - down) / (Double(plus) - Double(minus))
-                #expect(Swift.abs(numeric - Double(result.gradients[name].scalars[k])) < 1e-3 * max(1, Swift.abs(numeric)),
-                        "\(name)[\(k)]: numeric \(numeric) vs \(result.gradients[name].scalars[k])")
-                checked += 1
-            }
-        }
+        let checked = checkFiniteDifferences(p, gradients: result.gradients,
+                                             loss: { TopKSAE.naiveLoss($0, x: x, options: o, deadMask: nil).mse },
+                                             regime: { TopKSAE.lossAndGradients($0, x: x, options: o, deadMask: nil).featureActs.scalars.map { $0 > 0 } })
         #expect(checked > 50)
     }
 
