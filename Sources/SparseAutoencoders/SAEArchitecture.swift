@@ -21,7 +21,7 @@ public enum SAEArchitecture: Equatable, Sendable {
             let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: coefficient, workspace: workspace)
             return (["mse_loss": r.losses.mse, "l1_loss": r.losses.l1], r.featureActs, r.reconstruction, r.gradients)
         case let .topK(k, aux):
-            let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: aux), deadMask: deadMask)
+            let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: aux), deadMask: deadMask, workspace: workspace)
             return (["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], r.featureActs, r.reconstruction, r.gradients)
         }
     }

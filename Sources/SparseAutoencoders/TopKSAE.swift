@@ -63,7 +63,8 @@ public enum TopKSAE {
         return heap.map(\.index)
     }
 
-    public static func lossAndGradients(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?) -> StepResult {
+    /// Reference: every product dense (six GEMMs). `lossAndGradients` must agree with it.
+    public static func denseReference(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?) -> StepResult {
         let B = x.shape[0], D = p.dIn, S = p.dSAE
         let invB = 1 / Float(B)
         let norms = o.rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
@@ -174,6 +175,125 @@ public enum TopKSAE {
             }
         }
         return StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: z, reconstruction: xhat, gradients: grads)
+    }
+
+    /// The fast path: the decoder side works on the k active latents of each row (and the AuxK latents) only:
+    /// reconstruction, ∂W_dec and ∂z are sparse products; the encoder forward and its two backward products are GEMMs.
+    public static func lossAndGradients(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?,
+                                        workspace: SAEWorkspace = SAEWorkspace()) -> StepResult {
+        let B = x.shape[0], D = p.dIn, S = p.dSAE, K = min(o.k, S)
+        let invB = 1 / Float(B)
+        let norms = o.rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
+        let xs = x.scalars, wEnc = p.wEnc.scalars, wDec = p.wDec.scalars, bEnc = p.bEnc.scalars, bDec = p.bDec.scalars
+        let w = workspace
+        w.prepare(rows: B, dIn: D, dSAE: S)
+        var centred = w.take(\.centred), pre = w.take(\.pre), xhat = w.take(\.xhat), g = w.take(\.g)
+        var dCentred = w.take(\.dCentred), dPre = w.take(\.dz), z = w.take(\.z)
+        var gWEnc = w.take(\.gWEnc), gWDec = w.take(\.gWDec)
+        var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
+        var dNorm = [Float](repeating: 0, count: S)
+        var activeIndex = [Int32](repeating: 0, count: B * K)
+        var squared = 0.0, auxSquared = 0.0
+        let dead = deadMask.map { mask in mask.filter { $0 }.count } ?? 0
+        let half = D / 2
+        let kAux = min(half, dead)
+        let auxWeight = o.auxCoefficient * (dead > 0 ? min(Float(dead) / Float(half), 1) : 0)
+        centred.withUnsafeMutableBufferPointer { c in pre.withUnsafeMutableBufferPointer { pre in
+        xhat.withUnsafeMutableBufferPointer { xhat in g.withUnsafeMutableBufferPointer { g in
+        dPre.withUnsafeMutableBufferPointer { dPre in z.withUnsafeMutableBufferPointer { z in
+        dCentred.withUnsafeMutableBufferPointer { dCentred in
+        gWEnc.withUnsafeMutableBufferPointer { gWEnc in gWDec.withUnsafeMutableBufferPointer { gWDec in
+        xs.withUnsafeBufferPointer { xs in wEnc.withUnsafeBufferPointer { wEnc in wDec.withUnsafeBufferPointer { wDec in
+            let c = c.baseAddress!, pre = pre.baseAddress!, xhat = xhat.baseAddress!, g = g.baseAddress!
+            let dPre = dPre.baseAddress!, z = z.baseAddress!, wDec = wDec.baseAddress!, gWDec = gWDec.baseAddress!
+            c.update(from: xs.baseAddress!, count: B * D)
+            if o.applyBDecToInput { for b in 0..<B { for j in 0..<D { c[b * D + j] -= bDec[j] } } }
+            for b in 0..<B { (pre + b * S).update(from: bEnc, count: S) }
+            GEMM.multiply(m: B, n: S, k: D, c, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+            z.update(repeating: 0, count: B * S)
+            dPre.update(repeating: 0, count: B * S)
+            gWDec.update(repeating: 0, count: S * D)
+            var hiddenRow = [Float](repeating: 0, count: S)
+            var auxRecon = [Float](repeating: 0, count: D)
+            for b in 0..<B {
+                let preRow = pre + b * S
+                for i in 0..<S { hiddenRow[i] = preRow[i] * norms[i] }
+                let chosen = hiddenRow.withUnsafeBufferPointer { topIndices($0.baseAddress!, count: S, k: K) }
+                // x̂_b = b_dec + Σ (z_i / n_i) W_dec,i over the active latents.
+                let out = xhat + b * D
+                out.update(from: bDec, count: D)
+                for (t, i) in chosen.enumerated() {
+                    activeIndex[b * K + t] = Int32(i)
+                    let value = max(hiddenRow[i], 0)
+                    z[b * S + i] = value
+                    guard value > 0 else { continue }
+                    let coefficient = value / norms[i], row = wDec + i * D
+                    for j in 0..<D { out[j] += coefficient * row[j] }
+                }
+                let gRow = g + b * D
+                for j in 0..<D {
+                    let r = out[j] - xs[b * D + j]
+                    squared += Double(r) * Double(r)
+                    gRow[j] = 2 * r * invB
+                    gBDec[j] += gRow[j]
+                }
+                for i in chosen where z[b * S + i] > 0 {
+                    let coefficient = z[b * S + i] / norms[i], row = wDec + i * D, gradRow = gWDec + i * D
+                    var dc: Float = 0
+                    for j in 0..<D {
+                        gradRow[j] += coefficient * gRow[j]
+                        dc += gRow[j] * row[j]
+                    }
+                    let dh = dc / norms[i]
+                    dNorm[i] -= dc * z[b * S + i] / (norms[i] * norms[i]) - dh * preRow[i]
+                    dPre[b * S + i] += dh * norms[i]
+                }
+                // AuxK: the dead latents' largest pre-activations fit the (constant) residual.
+                guard let deadMask, kAux > 0 else { continue }
+                let auxChosen = hiddenRow.withUnsafeBufferPointer { topIndices($0.baseAddress!, count: S, k: kAux, allowed: { deadMask[$0] }) }
+                for j in 0..<D { auxRecon[j] = 0 }
+                for i in auxChosen {
+                    let coefficient = hiddenRow[i] / norms[i], row = wDec + i * D
+                    for j in 0..<D { auxRecon[j] += coefficient * row[j] }
+                }
+                var ga = [Float](repeating: 0, count: D)
+                for j in 0..<D {
+                    let e = auxRecon[j] - (xs[b * D + j] - out[j])
+                    auxSquared += Double(e) * Double(e)
+                    ga[j] = auxWeight * 2 * e * invB
+                }
+                for i in auxChosen {
+                    let coefficient = hiddenRow[i] / norms[i], row = wDec + i * D, gradRow = gWDec + i * D
+                    var da: Float = 0
+                    for j in 0..<D {
+                        gradRow[j] += coefficient * ga[j]
+                        da += ga[j] * row[j]
+                    }
+                    let dh = da / norms[i]
+                    dNorm[i] -= da * hiddenRow[i] / (norms[i] * norms[i]) - dh * preRow[i]
+                    dPre[b * S + i] += dh * norms[i]
+                }
+            }
+            for b in 0..<B { let row = dPre + b * S; for i in 0..<S { gBEnc[i] += row[i] } }
+            GEMM.multiply(m: D, n: S, k: B, c, lda: D, transposeA: true, dPre, ldb: S, gWEnc.baseAddress!, ldc: S)
+            if o.applyBDecToInput {
+                let dc = dCentred.baseAddress!
+                GEMM.multiply(m: B, n: D, k: S, dPre, lda: S, wEnc.baseAddress!, ldb: S, transposeB: true, dc, ldc: D)
+                for b in 0..<B { let row = dc + b * D; for j in 0..<D { gBDec[j] -= row[j] } }
+            }
+            if o.rescaleByDecoderNorm {
+                for i in 0..<S where norms[i] > 0 {
+                    let factor = dNorm[i] / norms[i], row = wDec + i * D, gradRow = gWDec + i * D
+                    for j in 0..<D { gradRow[j] += factor * row[j] }
+                }
+            }
+        } } } } } } } } } } } }
+        let aux = dead > 0 ? Float(Double(auxWeight) * auxSquared / Double(B)) : 0
+        w.giveBack(centred: centred, pre: pre, xhat: xhat, g: g, dCentred: dCentred, dz: dPre, z: z, gWEnc: gWEnc, gWDec: gWDec)
+        let grads = SAEParameters(wEnc: Tensor(shape: [D, S], scalars: gWEnc), bEnc: Tensor(shape: [S], scalars: gBEnc),
+                                  wDec: Tensor(shape: [S, D], scalars: gWDec), bDec: Tensor(shape: [D], scalars: gBDec))
+        return StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: Tensor(shape: [B, S], scalars: z),
+                          reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads)
     }
 
     /// `C (=|+=) op(A)·op(B)`, shapes given as the product's m, n, k.

@@ -75,6 +75,31 @@ import Testing
         #expect(checked > 50)
     }
 
+    /// The sparse fast path against the all-dense reference, on odd shapes, with and without dead latents, rescaling
+    /// and b_dec subtraction; and with a workspace reused across calls of different shapes.
+    @Test(arguments: [(true, true), (true, false), (false, true)])
+    func fastPathMatchesDenseReference(rescale: Bool, applyBDec: Bool) {
+        var rng = SeededRandom(seed: 21)
+        let workspace = SAEWorkspace()
+        for (B, D, S, k) in [(5, 6, 17, 3), (9, 10, 31, 7), (2, 4, 8, 8)] {
+            let p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.5), bEnc: rng.normalTensor([S], std: 0.2),
+                                  wDec: rng.normalTensor([S, D], std: 0.5), bDec: rng.normalTensor([D], std: 0.2))
+            let x = rng.normalTensor([B, D], std: 1)
+            let o = TopKSAE.Options(k: k, auxCoefficient: 0.7, rescaleByDecoderNorm: rescale, applyBDecToInput: applyBDec)
+            for dead in [nil, (0..<S).map { $0 % 3 == 0 }, (0..<S).map { $0 == 1 }] as [[Bool]?] {
+                let fast = TopKSAE.lossAndGradients(p, x: x, options: o, deadMask: dead, workspace: workspace)
+                let reference = TopKSAE.denseReference(p, x: x, options: o, deadMask: dead)
+                #expect(Swift.abs(fast.mse - reference.mse) <= 1e-5 * max(reference.mse, 1))
+                #expect(Swift.abs(fast.aux - reference.aux) <= 1e-5 * max(reference.aux, 1))
+                #expect(fast.featureActs == reference.featureActs)
+                #expect(compare(fast.reconstruction, reference.reconstruction, atol: 1e-5).passed)
+                for name in SAEParameters.names {
+                    #expect(compare(fast.gradients[name], reference.gradients[name], atol: 1e-5, rtol: 1e-4).passed, "\(name) B\(B) dead \(dead != nil)")
+                }
+            }
+        }
+    }
+
     @Test func loadsSAELensTopKDirectory() throws {
         let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/saelens-topk")
         #expect(sae.config.architecture == "topk" && sae.config.k == 6)
