@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import InterpCore
 
 /// SAELens v6's `topk` training SAE (`topk_sae.py`): with decoder-norm rescaling,
@@ -192,7 +194,6 @@ public enum TopKSAE {
         var gWEnc = w.take(\.gWEnc), gWDec = w.take(\.gWDec)
         var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
         var dNorm = [Float](repeating: 0, count: S)
-        var activeIndex = [Int32](repeating: 0, count: B * K)
         var squared = 0.0, auxSquared = 0.0
         let dead = deadMask.map { mask in mask.filter { $0 }.count } ?? 0
         let half = D / 2
@@ -213,17 +214,31 @@ public enum TopKSAE {
             z.update(repeating: 0, count: B * S)
             dPre.update(repeating: 0, count: B * S)
             gWDec.update(repeating: 0, count: S * D)
+            // Rows are independent except for sums over rows into latent-indexed gradients: each worker keeps its own
+            // ∂W_dec, ∂n, ∂b_dec and loss sums, added together afterwards.
+            let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
+            let privateGWDec = UnsafeMutablePointer<Float>.allocate(capacity: max(workers - 1, 0) * S * D + 1)
+            let privateSmall = UnsafeMutablePointer<Float>.allocate(capacity: workers * (S + D))
+            var sums = [Double](repeating: 0, count: 2 * workers)
+            privateGWDec.initialize(repeating: 0, count: max(workers - 1, 0) * S * D + 1)
+            privateSmall.initialize(repeating: 0, count: workers * (S + D))
+            defer { privateGWDec.deallocate(); privateSmall.deallocate() }
+            sums.withUnsafeMutableBufferPointer { sums in
+            let sums = sums.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let gWDec = worker == 0 ? gWDec : privateGWDec + (worker - 1) * S * D
+            let dNorm = privateSmall + worker * (S + D), gBDec = dNorm + S
+            var squared = 0.0, auxSquared = 0.0
             var hiddenRow = [Float](repeating: 0, count: S)
             var auxRecon = [Float](repeating: 0, count: D)
-            for b in 0..<B {
+            for b in (B * worker / workers)..<(B * (worker + 1) / workers) {
                 let preRow = pre + b * S
                 for i in 0..<S { hiddenRow[i] = preRow[i] * norms[i] }
                 let chosen = hiddenRow.withUnsafeBufferPointer { topIndices($0.baseAddress!, count: S, k: K) }
                 // x̂_b = b_dec + Σ (z_i / n_i) W_dec,i over the active latents.
                 let out = xhat + b * D
                 out.update(from: bDec, count: D)
-                for (t, i) in chosen.enumerated() {
-                    activeIndex[b * K + t] = Int32(i)
+                for i in chosen {
                     let value = max(hiddenRow[i], 0)
                     z[b * S + i] = value
                     guard value > 0 else { continue }
@@ -273,6 +288,21 @@ public enum TopKSAE {
                     dNorm[i] -= da * hiddenRow[i] / (norms[i] * norms[i]) - dh * preRow[i]
                     dPre[b * S + i] += dh * norms[i]
                 }
+            }
+            sums[2 * worker] = squared
+            sums[2 * worker + 1] = auxSquared
+            }
+            for w in 0..<workers {
+                squared += sums[2 * w]
+                auxSquared += sums[2 * w + 1]
+                let small = privateSmall + w * (S + D)
+                for i in 0..<S { dNorm[i] += small[i] }
+                for j in 0..<D { gBDec[j] += small[S + j] }
+                if w > 0 {
+                    let other = privateGWDec + (w - 1) * S * D
+                    for k in 0..<(S * D) { gWDec[k] += other[k] }
+                }
+            }
             }
             for b in 0..<B { let row = dPre + b * S; for i in 0..<S { gBEnc[i] += row[i] } }
             GEMM.multiply(m: D, n: S, k: B, c, lda: D, transposeA: true, dPre, ldb: S, gWEnc.baseAddress!, ldc: S)

@@ -81,7 +81,8 @@ import Testing
     func fastPathMatchesDenseReference(rescale: Bool, applyBDec: Bool) {
         var rng = SeededRandom(seed: 21)
         let workspace = SAEWorkspace()
-        for (B, D, S, k) in [(5, 6, 17, 3), (9, 10, 31, 7), (2, 4, 8, 8)] {
+        // 200 rows: enough for the row loop to split across workers (it does from 128 rows on a 2-core machine).
+        for (B, D, S, k) in [(5, 6, 17, 3), (9, 10, 31, 7), (2, 4, 8, 8), (200, 6, 20, 3)] {
             let p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.5), bEnc: rng.normalTensor([S], std: 0.2),
                                   wDec: rng.normalTensor([S, D], std: 0.5), bDec: rng.normalTensor([D], std: 0.2))
             let x = rng.normalTensor([B, D], std: 1)
