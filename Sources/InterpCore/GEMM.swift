@@ -46,6 +46,16 @@ public enum GEMM {
         }
     }
 
+    /// `sums[j] = Σ_r a[r, j]` for `a [rows × cols]`, as a product with a row of ones (multithreaded in BLAS).
+    /// `sums` is overwritten unless `accumulate`.
+    public static func columnSums(_ a: UnsafePointer<Float>, rows: Int, cols: Int, into sums: UnsafeMutablePointer<Float>,
+                                  accumulate: Bool = false) {
+        let ones = [Float](repeating: 1, count: max(rows, 1))
+        ones.withUnsafeBufferPointer { ones in
+            multiply(m: 1, n: cols, k: rows, ones.baseAddress!, lda: rows, a, ldb: cols, sums, ldc: cols, beta: accumulate ? 1 : 0)
+        }
+    }
+
     private static func scale(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ldc: Int, by beta: Float) {
         for i in 0..<rows {
             for j in 0..<cols { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] }

@@ -51,9 +51,9 @@ public enum StandardSAE {
             for b in 0..<B { (pre + b * S).update(from: bEnc, count: S) }
             GEMM.multiply(m: B, n: S, k: D, c, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
             let zp = zBuffer
-            for k in 0..<(B * S) { zp[k] = pre[k] > 0 ? pre[k] : 0 }
+            parallelChunks(B * S, minimumChunk: 1 << 16) { range in for k in range { zp[k] = pre[k] > 0 ? pre[k] : 0 } }
             let z = UnsafePointer(zp)
-            for b in 0..<B { let row = z + b * S; for i in 0..<S { columnSums[i] += row[i] } }
+            columnSums.withUnsafeMutableBufferPointer { GEMM.columnSums(z, rows: B, cols: S, into: $0.baseAddress!) }
             // Decoder.
             for b in 0..<B { (xhat + b * D).update(from: bDec, count: D) }
             GEMM.multiply(m: B, n: D, k: S, z, lda: S, wDec.baseAddress!, ldb: D, xhat, ldc: D, beta: 1)
@@ -65,12 +65,13 @@ public enum StandardSAE {
             // ∂L/∂W_dec from the reconstruction.
             GEMM.multiply(m: S, n: D, k: B, z, lda: S, transposeA: true, g, ldb: D, gWDec.baseAddress!, ldc: D)
             // ∂L/∂z = G·W_decᵀ + l1·n/B, masked by the ReLU.
-            for b in 0..<B { let row = dz + b * S; for i in 0..<S { row[i] = l1Scale * norms[i] } }
+            let l1Row = norms.map { l1Scale * $0 }
+            parallelChunks(B, minimumChunk: 64) { range in for b in range { (dz + b * S).update(from: l1Row, count: S) } }
             GEMM.multiply(m: B, n: S, k: D, g, lda: D, wDec.baseAddress!, ldb: D, transposeB: true, dz, ldc: S, beta: 1)
-            for k in 0..<(B * S) where !(pre[k] > 0) { dz[k] = 0 }
+            parallelChunks(B * S, minimumChunk: 1 << 16) { range in for k in range where !(pre[k] > 0) { dz[k] = 0 } }
             GEMM.multiply(m: D, n: S, k: B, c, lda: D, transposeA: true, dz, ldb: S, gWEnc.baseAddress!, ldc: S)
-            for b in 0..<B { let row = dz + b * S; for i in 0..<S { gBEnc[i] += row[i] } }
-            for b in 0..<B { let row = g + b * D; for j in 0..<D { gBDec[j] += row[j] } }
+            gBEnc.withUnsafeMutableBufferPointer { GEMM.columnSums(dz, rows: B, cols: S, into: $0.baseAddress!) }
+            gBDec.withUnsafeMutableBufferPointer { GEMM.columnSums(g, rows: B, cols: D, into: $0.baseAddress!) }
             if applyBDecToInput {
                 // ∂L/∂b_dec through the input: −Σ_b (dz·W_encᵀ)_b.
                 let dc = dCentred.baseAddress!

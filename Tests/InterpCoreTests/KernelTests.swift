@@ -35,6 +35,19 @@ import Testing
         }
     }
 
+    @Test(arguments: [(1, 1), (7, 65), (130, 3)])
+    func columnSumsMatchNaive(shape: (Int, Int)) {
+        let (rows, cols) = shape
+        let a = random(rows * cols, seed: 9)
+        var sums = random(cols, seed: 10)
+        let start = sums
+        sums.withUnsafeMutableBufferPointer { GEMM.columnSums(a, rows: rows, cols: cols, into: $0.baseAddress!, accumulate: true) }
+        let expected = (0..<cols).map { j in Float((0..<rows).reduce(Double(start[j])) { $0 + Double(a[$1 * cols + j]) }) }
+        #expect(compare(sums, expected, atol: 1e-5, rtol: 1e-5).passed)
+        sums.withUnsafeMutableBufferPointer { GEMM.columnSums(a, rows: rows, cols: cols, into: $0.baseAddress!) }
+        #expect(compare(sums, expected.enumerated().map { $0.element - start[$0.offset] }, atol: 1e-5, rtol: 1e-5).passed)
+    }
+
     @Test(arguments: oddSizes)
     func layerNormMatchesNaive(width: Int) {
         let rows = 9
