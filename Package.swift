@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "InterpModelsTests", dependencies: ["InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore", "InterpTestSupport"], swiftSettings: settings),
-        .testTarget(name: "SparseAutoencodersTests", dependencies: ["SparseAutoencoders", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "SparseAutoencodersTests", dependencies: ["SparseAutoencoders", "ActivationStore", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]

@@ -1,6 +1,7 @@
 import ActivationStore
 import Foundation
 import InterpCore
+import InterpModels
 import InterpTestSupport
 import SafeTensors
 import SparseAutoencoders
@@ -89,5 +90,25 @@ import Testing
         big.batchSize = 1000
         #expect(throws: InterpError.self) { try SAETrainer(settings: big) }
         #expect(throws: InterpError.self) { try SAETrainer(settings: settings(dataset: "ints")) }
+    }
+}
+
+/// The Swift example of notebooks-md/03-sae-training.md, on a store made as notebook 02 makes it.
+@Suite struct SAENotebookExampleTests {
+    @Test func notebookExample() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let store = dir + "/acts.h5"
+        let job = try ActivationCacheJob.prepare(modelDirectory: Fixtures.model("text-tiny"),
+                                                 input: .textFile(path: Fixtures.root + "/tokenizer/corpus.txt", contextLength: 64),
+                                                 hookPatterns: ["blocks.0.hook_resid_post"], output: store, maxTokens: 20000, excludeBOS: true)
+        _ = try job.run(mode: .create)
+        let settings = SAETrainingSettings(architecture: "topk", dSAE: 256, k: 8, learningRate: 1e-3, batchSize: 1024,
+                                           steps: 300, activations: store, dataset: "blocks.0.hook_resid_post")
+        let summary = try SAETrainer(settings: settings).train(output: dir + "/sae-topk-swift", resume: false)
+        #expect(summary.finalL0 == 8 && summary.finalExplainedVariance > 0.6)
+        let sae = try SparseAutoencoder.load(directory: dir + "/sae-topk-swift")
+        let latents = try sae.encode(try ActivationReader(path: store, dataset: "blocks.0.hook_resid_post").read(rows: 0..<16))
+        #expect(latents.shape == [16, 256])
+        #expect(sae.config.metadata?.contextSize == 64 && sae.config.metadata?.prependBOS == true)
     }
 }
