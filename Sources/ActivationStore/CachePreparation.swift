@@ -23,10 +23,11 @@ extension ActivationCacheJob {
         let source: String, inputPath: String, contextLength: Int
         switch input {
         case .tokens(let path):
-            sequences = try TokenFile.read(path).map { $0.map(Int32.init(truncatingIfNeeded:)) }
-            if let bad = try TokenFile.read(path).joined().first(where: { $0 < 0 || $0 >= model.config.dVocab }) {
+            let rows = try TokenFile.read(path)
+            if let bad = rows.joined().first(where: { $0 < 0 || $0 >= model.config.dVocab }) {
                 throw InterpError("token id \(bad) is outside the vocabulary (0..<\(model.config.dVocab))", file: path)
             }
+            sequences = rows.map { $0.map(Int32.init) }
             (source, inputPath, contextLength) = ("tokens", path, -1)
         case .textFile(let path, let length):
             guard let tokenizer else {

@@ -5,9 +5,7 @@ import InterpCore
 public enum TokenFile {
     /// The sequences, as written (they may differ in length).
     public static func read(_ path: String) throws -> [[Int]] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw InterpError(FileManager.default.fileExists(atPath: path) ? "cannot read file" : "cannot read file", file: path)
-        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw InterpError("cannot read file", file: path) }
         do {
             return try JSONDecoder().decode([[Int]].self, from: data)
         } catch {
