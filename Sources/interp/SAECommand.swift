@@ -6,7 +6,7 @@ struct SAECommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sae",
         abstract: "Sparse autoencoders: train them on an activation store, SAELens-compatible.",
-        subcommands: [SAETrainCommand.self])
+        subcommands: [SAETrainCommand.self, SAEEvalCommand.self])
 }
 
 struct SAETrainCommand: ParsableCommand {
@@ -76,5 +76,30 @@ struct SAETrainCommand: ParsableCommand {
         FileHandle.standardError.write(Data("\n".utf8))
         let resumed = summary.resumedFrom > 0 ? " (resumed at step \(summary.resumedFrom))" : ""
         print("wrote \(summary.directory): \(summary.steps) steps\(resumed), explained variance \(String(format: "%.4f", summary.finalExplainedVariance)), L0 \(String(format: "%.2f", summary.finalL0)), dead latents \(summary.deadLatents)")
+    }
+}
+
+struct SAEEvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Measure an SAE on a dataset: MSE, explained variance, L0, L1, dead latents, density histogram.",
+        discussion: """
+        MSE follows SAELens (sum over features, mean over rows) and is also given per element; explained variance is \
+        1 − SSE / Σ‖x − mean(x)‖² over the rows. The SAE may come from interp or SAELens (standard, topk).
+
+        Example:
+          interp sae eval --sae sae-topk --activations acts.h5 --dataset blocks.0.hook_resid_post --json
+        """)
+
+    @Option(name: .long, help: ArgumentHelp("SAE directory (cfg.json + sae_weights.safetensors).", valueName: "dir")) var sae: String
+    @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
+    @Option(name: .long, help: ArgumentHelp("Dataset in the store.", valueName: "name")) var dataset: String
+    @Option(name: .long, help: "Rows per batch.") var batchSize = 4096
+    @Flag(name: .long, help: "Print JSON.") var json = false
+
+    func run() throws {
+        let loaded = try SparseAutoencoder.load(directory: sae)
+        let result = try SAEEvaluation.evaluate(loaded, reader: try ActivationReader(path: activations, dataset: dataset), batchSize: batchSize)
+        if json { try printJSON(result) } else { print(result.text, terminator: "") }
     }
 }

@@ -112,3 +112,41 @@ import Testing
         #expect(sae.config.metadata?.contextSize == 64 && sae.config.metadata?.prependBOS == true)
     }
 }
+
+/// `interp sae eval` metrics against the same metrics computed from real SAELens's outputs (fixtures/make_sae.py).
+@Suite struct EvaluationTests {
+    @Test(arguments: ["standard", "topk"])
+    func metricsMatchSAELensOutputs(name: String) throws {
+        let all = try JSONDecoder().decode([String: AnyMetrics].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/interp-written-check.json")))
+        guard case .metrics(let expected) = all[name + "_eval"] else { Issue.record("no reference metrics"); return }
+        let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/interp-\(name)")
+        let reader = try ActivationReader(path: Fixtures.root + "/store/h5py-written.h5", dataset: "activations")
+        let result = try SAEEvaluation.evaluate(sae, reader: reader, batchSize: 64)
+        #expect(result.rows == expected.rows)
+        #expect(Swift.abs(result.mse - expected.mse) <= 1e-4 * expected.mse, "mse \(result.mse) vs \(expected.mse)")
+        #expect(Swift.abs(result.explainedVariance - expected.explained_variance) <= 1e-4)
+        #expect(Swift.abs(result.l0 - expected.l0) <= 1e-6 * max(expected.l0, 1))
+        #expect(Swift.abs(result.l1 - expected.l1) <= 1e-4 * expected.l1)
+        #expect(result.deadLatents == expected.dead_latents)
+        #expect(result.densityHistogram.reduce(0) { $0 + $1.count } + result.deadLatents == 64)
+    }
+
+    @Test func mismatchedWidthIsAnError() throws {
+        let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/interp-topk")
+        let reader = try ActivationReader(path: Fixtures.root + "/store/h5py-written.h5", dataset: "acts_f16")
+        #expect(throws: InterpError("the SAE's d_in (24) does not match dataset 'acts_f16' (rows of 8)", file: Fixtures.root + "/store/h5py-written.h5")) {
+            try SAEEvaluation.evaluate(sae, reader: reader)
+        }
+    }
+}
+
+/// The check file mixes records with and without metrics; decode only the metric ones.
+enum AnyMetrics: Decodable {
+    struct Values: Decodable { let rows: Int; let mse: Double; let explained_variance: Double; let l0: Double; let l1: Double; let dead_latents: Int }
+    case metrics(Values)
+    case other
+
+    init(from decoder: Decoder) throws {
+        if let values = try? Values(from: decoder) { self = .metrics(values) } else { self = .other }
+    }
+}
