@@ -29,11 +29,13 @@ struct SAEBench: ParsableCommand {
         let seconds = Date().timeIntervalSince(start)
         let tokens = Double(steps * 4096)
         print("sae-\(architecture == "topk" ? "topk" : "relu"): \(steps) steps × 4096 rows in \(String(format: "%.2f", seconds)) s = \(String(format: "%.0f", tokens / seconds)) tokens/s; explained variance \(String(format: "%.3f", summary.finalExplainedVariance)), L0 \(String(format: "%.1f", summary.finalL0))")
+        print("  recovered directions (max cosine with a decoder row > 0.9): \(try recovered(out)) of 2048")
         print("  peak RSS: \(String(format: "%.0f", peakRSSMegabytes())) MB; BLAS: \(BLASInfo.coreName), \(BLASInfo.threads) threads")
     }
 
-    func makeData() throws {
-        let d = 512, features = 2048, chunk = 4096
+    /// The synthetic data's true directions, regenerated from the same seed as `makeData`.
+    func trueDirections() -> [Float] {
+        let d = 512, features = 2048
         var rng = SeededRandom(seed: 42)
         var directions = [Float](repeating: 0, count: features * d)
         for f in 0..<features {
@@ -41,6 +43,28 @@ struct SAEBench: ParsableCommand {
             for j in 0..<d { let v = rng.nextNormal(); directions[f * d + j] = v; norm += v * v }
             for j in 0..<d { directions[f * d + j] /= norm.squareRoot() }
         }
+        return directions
+    }
+
+    /// True directions whose best cosine with a (normalised) decoder row exceeds 0.9.
+    func recovered(_ directory: String) throws -> Int {
+        let sae = try SparseAutoencoder.load(directory: directory)
+        let d = 512, features = 2048, S = sae.config.dSAE
+        var decoder = sae.parameters.wDec.scalars
+        let norms = sae.parameters.decoderNorms
+        for i in 0..<S { for j in 0..<d { decoder[i * d + j] /= max(norms[i], 1e-12) } }
+        let truth = trueDirections()
+        var cosines = [Float](repeating: 0, count: features * S)
+        truth.withUnsafeBufferPointer { t in decoder.withUnsafeBufferPointer { w in cosines.withUnsafeMutableBufferPointer { c in
+            GEMM.multiply(m: features, n: S, k: d, t.baseAddress!, lda: d, w.baseAddress!, ldb: d, transposeB: true, c.baseAddress!, ldc: S)
+        } } }
+        return (0..<features).filter { f in (0..<S).contains { cosines[f * S + $0] > 0.9 } }.count
+    }
+
+    func makeData() throws {
+        let d = 512, features = 2048, chunk = 4096
+        let directions = trueDirections()
+        var rng = SeededRandom(seed: 43)
         let file = try HDF5File(creating: data, truncate: true)
         let dataset = try HDF5Dataset(creating: "activations", in: file, type: .float32, rowShape: [d], chunkRows: chunk)
         var block = [Float](repeating: 0, count: chunk * d)
