@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "Tokenization", dependencies: ["InterpCore"], swiftSettings: settings),
         .target(name: "InterpModels", dependencies: ["InterpCore", "SafeTensors", "Tokenization"], swiftSettings: settings),
         .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5", "Tokenization", "InterpModels"], swiftSettings: settings),
-        .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "ActivationStore"], swiftSettings: settings),
+        .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"], swiftSettings: settings),
         .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders"],
                 swiftSettings: settings),
 

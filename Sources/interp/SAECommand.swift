@@ -87,6 +87,10 @@ struct SAEEvalCommand: ParsableCommand {
         MSE follows SAELens (sum over features, mean over rows) and is also given per element; explained variance is \
         1 − SSE / Σ‖x − mean(x)‖² over the rows. The SAE may come from interp or SAELens (standard, topk).
 
+        With --model (the model the store was cached from), the first --ce-sequences sequences of the store are run \
+        three ways: clean, with the SAE's reconstruction spliced in at its hook (cfg.json's metadata.hook_name), and \
+        with zeros there; CE recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean).
+
         Example:
           interp sae eval --sae sae-topk --activations acts.h5 --dataset blocks.0.hook_resid_post --json
         """)
@@ -95,11 +99,36 @@ struct SAEEvalCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
     @Option(name: .long, help: ArgumentHelp("Dataset in the store.", valueName: "name")) var dataset: String
     @Option(name: .long, help: "Rows per batch.") var batchSize = 4096
+    @Option(name: .long, help: ArgumentHelp("Also measure the cross-entropy recovered with this model.", valueName: "dir")) var model: String?
+    @Option(name: .long, help: "Sequences of the store used for the cross-entropy.") var ceSequences = 64
     @Flag(name: .long, help: "Print JSON.") var json = false
+
+    struct Report: Encodable {
+        let reconstruction: SAEEvaluation
+        let crossEntropy: CrossEntropyRecovered?
+        enum CodingKeys: String, CodingKey { case reconstruction, crossEntropy = "cross_entropy" }
+    }
 
     func run() throws {
         let loaded = try SparseAutoencoder.load(directory: sae)
         let result = try SAEEvaluation.evaluate(loaded, reader: try ActivationReader(path: activations, dataset: dataset), batchSize: batchSize)
-        if json { try printJSON(result) } else { print(result.text, terminator: "") }
+        var ce: CrossEntropyRecovered?
+        if let model {
+            guard let hookName = loaded.config.metadata?.hookName else {
+                throw InterpError("cfg.json names no metadata.hook_name, so the SAE's place in the model is unknown", file: sae + "/cfg.json")
+            }
+            let transformer = try ModelLoader.load(directory: model)
+            ce = try CrossEntropyRecovered.measure(loaded, model: transformer, hook: try HookName(parsing: hookName),
+                                                   sequences: try StoreSequences.read(path: activations, limit: ceSequences))
+        }
+        if json {
+            try printJSON(Report(reconstruction: result, crossEntropy: ce))
+            return
+        }
+        print(result.text, terminator: "")
+        if let ce {
+            print(String(format: "CE loss             clean %.5f · spliced %.5f · zero-ablated %.5f at %@ (%d tokens)", ce.clean, ce.spliced, ce.zeroAblation, ce.hook, ce.tokens))
+            print(String(format: "CE recovered        %.4f", ce.recovered))
+        }
     }
 }

@@ -267,6 +267,21 @@ import Testing
         #expect(try log(dir + "/full/train_log.jsonl") == log(killed + "/train_log.jsonl"))
     }
 
+    @Test func saeEvalWithModelReportsCrossEntropy() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let cached = try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",
+                                "--hooks", "blocks.0.hook_resid_post", "--out", dir + "/acts.h5")
+        #expect(cached.status == 0)
+        let result = try interp("sae", "eval", "--sae", "fixtures/sae/interp-gpt2-resid0", "--activations", dir + "/acts.h5",
+                                "--dataset", "blocks.0.hook_resid_post", "--model", "fixtures/models/gpt2-tl", "--json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let ce = object["cross_entropy"] as! [String: Any]
+        let reference = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/ce-recovered.json"))) as! [String: Any]
+        #expect(Swift.abs((ce["recovered"] as! Double) - (reference["recovered"] as! Double)) < 1e-3)
+        #expect((object["reconstruction"] as! [String: Any])["rows"] as? Int == 36)
+    }
+
     @Test func cacheErrors() throws {
         let dir = try Fixtures.temporaryDirectory()
         expectOneLineError(try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",

@@ -150,3 +150,33 @@ enum AnyMetrics: Decodable {
         if let values = try? Values(from: decoder) { self = .metrics(values) } else { self = .other }
     }
 }
+
+/// CE recovered against TransformerLens running SAELens's forward at the hook (fixtures/make_sae.py).
+@Suite struct CrossEntropyRecoveredTests {
+    struct Reference: Decodable { let hook: String; let clean: Double; let spliced: Double; let zero: Double; let recovered: Double }
+
+    @Test func matchesTransformerLensWithSAELens() throws {
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/ce-recovered.json")))
+        let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/interp-gpt2-resid0")
+        let model = try ModelLoader.load(directory: Fixtures.model("gpt2-tl"))
+        let sequences = try Fixtures.tokens("gpt2").map { $0.map(Int32.init) }
+        let ce = try CrossEntropyRecovered.measure(sae, model: model, hook: try HookName(parsing: reference.hook), sequences: sequences, batchSize: 2)
+        #expect(Swift.abs(ce.clean - reference.clean) < 1e-4, "clean \(ce.clean) vs \(reference.clean)")
+        #expect(Swift.abs(ce.spliced - reference.spliced) < 1e-4, "spliced \(ce.spliced) vs \(reference.spliced)")
+        #expect(Swift.abs(ce.zeroAblation - reference.zero) < 1e-4, "zero \(ce.zeroAblation) vs \(reference.zero)")
+        #expect(Swift.abs(ce.recovered - reference.recovered) < 1e-3)
+        #expect(ce.tokens == 3 * 11)
+    }
+
+    /// A store's sequences come back as they went in, BOS rows restored when they were excluded.
+    @Test func storeSequencesRebuildTheInput() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let job = try ActivationCacheJob.prepare(modelDirectory: Fixtures.model("text-tiny"),
+                                                 input: .textFile(path: Fixtures.root + "/store/documents.txt", contextLength: 16),
+                                                 hookPatterns: ["hook_embed"], output: dir + "/s.h5", batchSize: 4, excludeBOS: true)
+        _ = try job.run(mode: .create)
+        #expect(try StoreSequences.read(path: dir + "/s.h5") == job.sequences)
+        #expect(try StoreSequences.read(path: dir + "/s.h5", limit: 3) == Array(job.sequences.prefix(3)))
+        #expect(throws: InterpError.self) { try StoreSequences.read(path: Fixtures.root + "/store/h5py-written.h5") }
+    }
+}
