@@ -23,11 +23,14 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
     public var checkpointEvery: Int
     public var activations: String
     public var dataset: String
+    /// "none", or "expected-average": inputs scaled by √d_in / mean‖x‖ during training, folded into the weights at the end
+    /// (SAELens's `expected_average_only_in`).
+    public var normalize: String
 
     public init(architecture: String, dSAE: Int, k: Int? = nil, l1Coefficient: Float = 1, l1WarmUpSteps: Int = 0,
                 auxCoefficient: Float = 1, learningRate: Float = 3e-4, lrWarmUpSteps: Int = 0, lrDecaySteps: Int = 0,
                 batchSize: Int = 4096, steps: Int, seed: UInt64 = 0, deadFeatureWindow: Int = 1000, logEvery: Int = 10,
-                checkpointEvery: Int = 0, activations: String, dataset: String) {
+                checkpointEvery: Int = 0, activations: String, dataset: String, normalize: String = "none") {
         self.architecture = architecture
         self.dSAE = dSAE
         self.k = k
@@ -45,6 +48,7 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         self.checkpointEvery = checkpointEvery
         self.activations = activations
         self.dataset = dataset
+        self.normalize = normalize
     }
 
     func validated() throws -> SAEArchitecture {
@@ -52,6 +56,7 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         guard batchSize > 0, steps > 0 else { throw InterpError("the batch size and the number of steps must be positive") }
         guard learningRate > 0, learningRate.isFinite else { throw InterpError("the learning rate must be positive") }
         guard lrWarmUpSteps + lrDecaySteps <= steps else { throw InterpError("LR warm-up and decay steps exceed the number of steps") }
+        guard ["none", "expected-average"].contains(normalize) else { throw InterpError("--normalize is none or expected-average") }
         switch architecture {
         case "standard":
             return .standard(l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps)
@@ -151,6 +156,7 @@ public final class SAETrainer {
             guard fm.createFile(atPath: logPath, contents: nil) else { throw InterpError("cannot create the training log", file: logPath) }
         }
         let startStep = state.step
+        let scale = try scalingFactor()
         let batches = try BatchIterator(reader: reader, options: .init(batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
                                                                         epochs: Int.max, keepLastPartialBatch: false))
         for _ in 0..<state.step { _ = try batches.next() }    // replay the shuffled order up to the checkpoint
@@ -162,7 +168,8 @@ public final class SAETrainer {
         let workspace = SAEWorkspace()
         while state.step < settings.steps {
             guard let batch = try batches.next() else { break }
-            let x = batch.values
+            var x = batch.values
+            if let scale { x.withUnsafeMutableBufferPointer { for k in $0.indices { $0[k] *= scale } } }
             let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
             let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead, workspace: workspace)
             let loss = result.losses.values.reduce(0, +)
@@ -198,10 +205,31 @@ public final class SAETrainer {
             }
         }
         try log.synchronize()
+        if let scale { Self.foldScaling(&state.parameters, by: scale) }
         try writeInferenceDirectory(state, output: output)
         try? fm.removeItem(atPath: checkpointPath)
         return TrainingSummary(directory: output, steps: state.step, resumedFrom: startStep, finalExplainedVariance: last.ev,
                                finalL0: last.l0, deadLatents: state.sinceFired.filter { $0 > Float(settings.deadFeatureWindow) }.count)
+    }
+
+    /// SAELens's `expected_average_only_in` factor `√d_in / mean‖x‖`, the mean taken over the first 1,000 batches' worth of
+    /// rows (in stored order), or nil without normalisation.
+    public func scalingFactor() throws -> Float? {
+        guard settings.normalize == "expected-average" else { return nil }
+        let rows = min(reader.rows, 1000 * settings.batchSize)
+        let meanNorm = try reader.statistics(rows: 0..<rows).meanNorm
+        guard meanNorm > 0, meanNorm.isFinite else {
+            throw InterpError("cannot normalise: the mean row norm is \(meanNorm)", file: settings.activations)
+        }
+        return Float(Double(reader.width).squareRoot() / meanNorm)
+    }
+
+    /// Folds an input scaling `s` into the weights so the SAE takes unscaled inputs: `W_enc·s`, `W_dec/s`, `b_dec/s`
+    /// (SAELens `fold_activation_norm_scaling_factor`).
+    public static func foldScaling(_ p: inout SAEParameters, by s: Float) {
+        p.wEnc.scalars = p.wEnc.scalars.map { $0 * s }
+        p.wDec.scalars = p.wDec.scalars.map { $0 / s }
+        p.bDec.scalars = p.bDec.scalars.map { $0 / s }
     }
 
     /// Adds each latent's firings in `acts [rows, width]` to `firings`, resets `sinceFired` for latents that fired and

@@ -46,6 +46,7 @@ struct SAETrainCommand: ParsableCommand {
     @Option(name: .long, help: "Steps without firing after which a latent counts as dead.") var deadFeatureWindow = 1000
     @Option(name: .long, help: "Write a log line every N steps.") var logEvery = 10
     @Option(name: .long, help: "Checkpoint every N steps (0: never).") var checkpointEvery = 0
+    @Option(name: .long, help: "none, or expected-average: scale inputs to mean norm √d_in while training, folded into the weights at the end.") var normalize = "none"
     @Flag(name: .long, help: "Continue from DIR's checkpoint.") var resume = false
     @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out: String
 
@@ -62,7 +63,7 @@ struct SAETrainCommand: ParsableCommand {
             architecture: architecture, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
             auxCoefficient: auxCoefficient, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
             batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed, deadFeatureWindow: deadFeatureWindow,
-            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset)
+            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize)
         let trainer = try SAETrainer(settings: settings)
         var lastDraw = Date.distantPast
         let summary = try trainer.train(output: out, resume: resume) { p in

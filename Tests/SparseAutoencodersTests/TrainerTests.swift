@@ -180,3 +180,53 @@ enum AnyMetrics: Decodable {
         #expect(throws: InterpError.self) { try StoreSequences.read(path: Fixtures.root + "/store/h5py-written.h5") }
     }
 }
+
+@Suite struct NormalizationTests {
+    /// Folding s into the weights gives an SAE on raw inputs equal to the one trained on scaled inputs:
+    /// reconstruct(x) = reconstruct_s(x·s) / s; encode(x) = encode_s(x·s) for standard, and encode_s(x·s) / s for TopK
+    /// (its activations are multiplied by the decoder norms, which the fold divides by s), as in SAELens.
+    @Test(arguments: ["standard", "topk"])
+    func foldedScalingIsTheSameSAE(architecture: String) throws {
+        var rng = SeededRandom(seed: 31)
+        let (D, S) = (6, 15)
+        let p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.5), bEnc: rng.normalTensor([S], std: 0.2),
+                              wDec: rng.normalTensor([S, D], std: 0.5), bDec: rng.normalTensor([D], std: 0.2))
+        let x = rng.normalTensor([9, D], std: 3)
+        let s: Float = 0.37
+        var folded = p
+        SAETrainer.foldScaling(&folded, by: s)
+        let scaledX = Tensor(shape: x.shape, scalars: x.scalars.map { $0 * s })
+        let options = TopKSAE.Options(k: 4)
+        func run(_ q: SAEParameters, _ input: Tensor) -> (Tensor, Tensor) {
+            if architecture == "topk" {
+                let r = TopKSAE.lossAndGradients(q, x: input, options: options, deadMask: nil)
+                return (r.featureActs, r.reconstruction)
+            }
+            let r = StandardSAE.lossAndGradients(q, x: input, l1Coefficient: 0)
+            return (r.featureActs, r.reconstruction)
+        }
+        let (zFolded, xhatFolded) = run(folded, x)
+        let (zScaled, xhatScaled) = run(p, scaledX)
+        let zExpected = architecture == "topk" ? zScaled.scalars.map { $0 / s } : zScaled.scalars
+        #expect(compare(zFolded.scalars, zExpected, atol: 1e-5, rtol: 1e-5).passed)
+        #expect(compare(xhatFolded.scalars, xhatScaled.scalars.map { $0 / s }, atol: 1e-5, rtol: 1e-5).passed)
+    }
+
+    @Test func trainingWithNormalisationWritesAnUnscaledSAE() throws {
+        let dir = try Fixtures.temporaryDirectory() + "/sae"
+        let reader = try ActivationReader(path: TrainerTests.store, dataset: "activations")
+        var settings = SAETrainingSettings(architecture: "topk", dSAE: 64, k: 4, learningRate: 4e-3, batchSize: 32, steps: 200,
+                                           activations: TrainerTests.store, dataset: "activations", normalize: "expected-average")
+        let trainer = try SAETrainer(settings: settings)
+        let factor = try #require(try trainer.scalingFactor())
+        #expect(Swift.abs(Double(factor) - (24.0).squareRoot() / (try reader.statistics()).meanNorm) < 1e-6)
+        let summary = try trainer.train(output: dir, resume: false)
+        // The saved SAE takes raw activations: its explained variance on them is what training saw on scaled ones.
+        let eval = try SAEEvaluation.evaluate(try SparseAutoencoder.load(directory: dir), reader: reader)
+        #expect(eval.explainedVariance > 0.5 && Swift.abs(eval.explainedVariance - Double(summary.finalExplainedVariance)) < 0.1)
+        let cfg = try String(contentsOfFile: dir + "/cfg.json", encoding: .utf8)
+        #expect(cfg.contains("\"normalize_activations\":\"none\"") && cfg.contains("\"normalize\":\"expected-average\""))
+        settings.normalize = "layer"
+        #expect(throws: InterpError.self) { try SAETrainer(settings: settings) }
+    }
+}
