@@ -21,14 +21,14 @@ public enum StoreSequences {
         let windowLength = try file.integerAttribute("context_length").map(Int.init) ?? -1
         var sequences: [[Int32]] = []
         var current: [Int32] = [], currentIndex: Int32 = -1
-        func close() throws {
+        func close() {
             if bos >= 0 && windowLength > 0 { while !current.isEmpty && current.count < windowLength { current.append(bos) } }
             if !current.isEmpty { sequences.append(current) }
             current = []
         }
         for r in tokens.indices {
             if sequence[r] != currentIndex {
-                try close()
+                close()
                 if sequences.count >= limit { break }
                 currentIndex = sequence[r]
             }
@@ -40,7 +40,7 @@ public enum StoreSequences {
             }
             current.append(tokens[r])
         }
-        if sequences.count < limit { try close() }
+        if sequences.count < limit { close() }
         return sequences
     }
 }

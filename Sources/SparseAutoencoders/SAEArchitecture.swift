@@ -16,7 +16,7 @@ public enum SAEArchitecture: Equatable, Sendable {
     func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> (losses: [String: Float], featureActs: Tensor, reconstruction: Tensor, gradients: SAEParameters) {
         switch self {
         case let .standard(l1, warmUp):
-            // SAELens's CoefficientScheduler: the value at step t is final · min((t)/warmUp, 1)·… (0 at step 0).
+            // SAELens's CoefficientScheduler: at step t the coefficient is final · min(t / warmUp, 1), so 0 at step 0.
             let coefficient = warmUp > 0 ? l1 * min(Float(step) / Float(warmUp), 1) : l1
             let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: coefficient, workspace: workspace)
             return (["mse_loss": r.losses.mse, "l1_loss": r.losses.l1], r.featureActs, r.reconstruction, r.gradients)
