@@ -75,3 +75,62 @@ public func mapInPlace(_ x: UnsafeMutablePointer<Float>, _ count: Int,
         i += 1
     }
 }
+
+/// `Σ x[i]·y[i]` with vector accumulators (the order of additions differs from a plain loop).
+@inline(__always)
+public func vectorDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> Float {
+    var acc0 = Lanes(), acc1 = Lanes()
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y)
+    while i + 16 <= count {
+        acc0 += rx.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self) * ry.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self)
+        acc1 += rx.loadUnaligned(fromByteOffset: (i + 8) * 4, as: Lanes.self) * ry.loadUnaligned(fromByteOffset: (i + 8) * 4, as: Lanes.self)
+        i += 16
+    }
+    var sum = (acc0 + acc1).sum()
+    while i < count {
+        sum += x[i] * y[i]
+        i += 1
+    }
+    return sum
+}
+
+/// `y += a·x`.
+@inline(__always)
+public func vectorAddScaled(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ count: Int) {
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+    let av = Lanes(repeating: a)
+    while i + 8 <= count {
+        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self) + av * rx.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self)
+        ry.storeBytes(of: v, toByteOffset: i * 4, as: Lanes.self)
+        i += 8
+    }
+    while i < count {
+        y[i] += a * x[i]
+        i += 1
+    }
+}
+
+/// `y += a·x` and returns `Σ x[i]·w[i]` in the same pass over `x`.
+@inline(__always)
+public func vectorAddScaledAndDot(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>,
+                                  dot w: UnsafePointer<Float>, _ count: Int) -> Float {
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y), rw = UnsafeRawPointer(w)
+    let av = Lanes(repeating: a)
+    var acc = Lanes()
+    while i + 8 <= count {
+        let xv = rx.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self)
+        ry.storeBytes(of: ry.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self) + av * xv, toByteOffset: i * 4, as: Lanes.self)
+        acc += xv * rw.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self)
+        i += 8
+    }
+    var sum = acc.sum()
+    while i < count {
+        y[i] += a * x[i]
+        sum += x[i] * w[i]
+        i += 1
+    }
+    return sum
+}

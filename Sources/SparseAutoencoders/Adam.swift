@@ -12,15 +12,15 @@ public struct AdamOptimizer: Equatable, Sendable {
     public private(set) var firstMoment: SAEParameters
     public private(set) var secondMoment: SAEParameters
 
-    public init(dIn: Int, dSAE: Int, learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
-                maxGradientNorm: Float? = 1.0) {
+    public init(dIn: Int, dSAE: Int, threshold: Bool = false, learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
+                epsilon: Float = 1e-8, maxGradientNorm: Float? = 1.0) {
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
         self.maxGradientNorm = maxGradientNorm
-        firstMoment = .zeros(dIn: dIn, dSAE: dSAE)
-        secondMoment = .zeros(dIn: dIn, dSAE: dSAE)
+        firstMoment = .zeros(dIn: dIn, dSAE: dSAE, threshold: threshold)
+        secondMoment = .zeros(dIn: dIn, dSAE: dSAE, threshold: threshold)
     }
 
     /// Restores a saved state (checkpoints).
@@ -38,8 +38,8 @@ public struct AdamOptimizer: Equatable, Sendable {
 
     /// The gradients' global L2 norm, as clip_grad_norm_ computes it (norm of the per-tensor norms).
     public static func globalNorm(_ g: SAEParameters) -> Float {
-        let perTensor = SAEParameters.names.map { name -> Float in
-            g[name].scalars.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+        let perTensor = g.names.map { name -> Float in
+            g[name].withUnsafeBufferPointer { $0.reduce(Float(0)) { $0 + $1 * $1 } }.squareRoot()
         }
         return perTensor.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
     }
@@ -54,7 +54,7 @@ public struct AdamOptimizer: Equatable, Sendable {
         let bias2Root = Float((1 - Foundation.pow(Double(beta2), Double(step))).squareRoot())
         let stepSize = Float(Double(learningRate) / bias1)
         let (b1, b2, eps) = (beta1, beta2, epsilon)
-        for name in SAEParameters.names {
+        for name in parameters.names {
             gradients[name].withUnsafeBufferPointer { grad in
                 parameters.modify(name) { p in firstMoment.modify(name) { m in secondMoment.modify(name) { v in
                     p.withUnsafeMutableBufferPointer { p in m.withUnsafeMutableBufferPointer { m in v.withUnsafeMutableBufferPointer { v in

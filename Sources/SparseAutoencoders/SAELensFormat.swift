@@ -45,8 +45,8 @@ public struct SparseAutoencoder: Sendable {
     public static func load(directory: String) throws -> SparseAutoencoder {
         let configPath = directory + "/cfg.json"
         let config = try decodeJSON(SAELensConfig.self, from: readFile(configPath), file: configPath)
-        guard ["standard", "topk"].contains(config.architecture) else {
-            throw InterpError("architecture '\(config.architecture)' is not supported yet (interp reads 'standard' and 'topk')", file: configPath)
+        guard ["standard", "topk", "jumprelu"].contains(config.architecture) else {
+            throw InterpError("architecture '\(config.architecture)' is not supported yet (interp reads standard, topk and jumprelu)", file: configPath)
         }
         if config.architecture == "topk" {
             guard let k = config.k, k > 0, k <= config.dSAE else { throw InterpError("a topk SAE needs k between 1 and d_sae", file: configPath) }
@@ -60,7 +60,8 @@ public struct SparseAutoencoder: Sendable {
         }
         let weightsPath = directory + "/sae_weights.safetensors"
         let file = try SafeTensorsFile(path: weightsPath)
-        let expected = ["W_enc": [config.dIn, config.dSAE], "b_enc": [config.dSAE], "W_dec": [config.dSAE, config.dIn], "b_dec": [config.dIn]]
+        var expected = ["W_enc": [config.dIn, config.dSAE], "b_enc": [config.dSAE], "W_dec": [config.dSAE, config.dIn], "b_dec": [config.dIn]]
+        if config.architecture == "jumprelu" { expected["threshold"] = [config.dSAE] }
         var tensors: [String: Tensor] = [:]
         for (name, shape) in expected {
             guard file.entries[name] != nil else { throw InterpError("missing tensor '\(name)' (expected shape \(shape))", file: weightsPath) }
@@ -74,7 +75,8 @@ public struct SparseAutoencoder: Sendable {
             throw InterpError("unexpected tensor '\(extra)' for a \(config.architecture) SAE", file: weightsPath)
         }
         return SparseAutoencoder(config: config, parameters: SAEParameters(wEnc: tensors["W_enc"]!, bEnc: tensors["b_enc"]!,
-                                                                              wDec: tensors["W_dec"]!, bDec: tensors["b_dec"]!))
+                                                                              wDec: tensors["W_dec"]!, bDec: tensors["b_dec"]!,
+                                                                              threshold: tensors["threshold"]))
     }
 
     /// Latent activations `[batch, d_sae]` of `x [batch, d_in]`.
@@ -89,6 +91,9 @@ public struct SparseAutoencoder: Sendable {
 
     private func run(_ x: Tensor) throws -> (featureActs: Tensor, reconstruction: Tensor) {
         try check(x)
+        if config.architecture == "jumprelu" {
+            return JumpReLUSAE.encodeAndDecode(parameters, x: x, applyBDecToInput: config.applyBDecToInput)
+        }
         if config.architecture == "topk" {
             let options = TopKSAE.Options(k: config.k!, rescaleByDecoderNorm: config.rescaleActsByDecoderNorm ?? false,
                                           applyBDecToInput: config.applyBDecToInput)

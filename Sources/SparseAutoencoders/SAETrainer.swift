@@ -6,12 +6,20 @@ import Tokenization
 
 /// Everything that determines a training run. Saved in checkpoints; a resume must use the same settings.
 public struct SAETrainingSettings: Codable, Equatable, Sendable {
-    public var architecture: String            // "standard" or "topk"
+    public var architecture: String            // "standard", "topk", "batchtopk" or "jumprelu"
     public var dSAE: Int
-    public var k: Int?
+    /// Active latents per row (topk: an integer), or on average over the batch (batchtopk).
+    public var k: Double?
     public var l1Coefficient: Float
     public var l1WarmUpSteps: Int
     public var auxCoefficient: Float
+    /// JumpReLU: the L0 coefficient, its warm-up, the estimator's bandwidth and the initial threshold.
+    public var l0Coefficient: Float
+    public var l0WarmUpSteps: Int
+    public var bandwidth: Float
+    public var initialThreshold: Float
+    /// BatchTopK: the rate of the threshold's moving average.
+    public var thresholdRate: Double
     public var learningRate: Float
     public var lrWarmUpSteps: Int
     public var lrDecaySteps: Int
@@ -27,8 +35,9 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
     /// (SAELens's `expected_average_only_in`).
     public var normalize: String
 
-    public init(architecture: String, dSAE: Int, k: Int? = nil, l1Coefficient: Float = 1, l1WarmUpSteps: Int = 0,
-                auxCoefficient: Float = 1, learningRate: Float = 3e-4, lrWarmUpSteps: Int = 0, lrDecaySteps: Int = 0,
+    public init(architecture: String, dSAE: Int, k: Double? = nil, l1Coefficient: Float = 1, l1WarmUpSteps: Int = 0,
+                auxCoefficient: Float = 1, l0Coefficient: Float = 1, l0WarmUpSteps: Int = 0, bandwidth: Float = 0.05,
+                initialThreshold: Float = 0.01, thresholdRate: Double = 0.01, learningRate: Float = 3e-4, lrWarmUpSteps: Int = 0, lrDecaySteps: Int = 0,
                 batchSize: Int = 4096, steps: Int, seed: UInt64 = 0, deadFeatureWindow: Int = 1000, logEvery: Int = 10,
                 checkpointEvery: Int = 0, activations: String, dataset: String, normalize: String = "none") {
         self.architecture = architecture
@@ -37,6 +46,11 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         self.l1Coefficient = l1Coefficient
         self.l1WarmUpSteps = l1WarmUpSteps
         self.auxCoefficient = auxCoefficient
+        self.l0Coefficient = l0Coefficient
+        self.l0WarmUpSteps = l0WarmUpSteps
+        self.bandwidth = bandwidth
+        self.initialThreshold = initialThreshold
+        self.thresholdRate = thresholdRate
         self.learningRate = learningRate
         self.lrWarmUpSteps = lrWarmUpSteps
         self.lrDecaySteps = lrDecaySteps
@@ -61,10 +75,20 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         case "standard":
             return .standard(l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps)
         case "topk":
-            guard let k, k > 0, k <= dSAE else { throw InterpError("--k must be between 1 and d_sae (\(dSAE))") }
-            return .topK(k: k, auxCoefficient: auxCoefficient)
+            guard let k, k >= 1, k <= Double(dSAE), k == k.rounded() else { throw InterpError("--k must be a whole number between 1 and d_sae (\(dSAE))") }
+            return .topK(k: Int(k), auxCoefficient: auxCoefficient)
+        case "batchtopk":
+            guard let k, k > 0, k <= Double(dSAE) else { throw InterpError("--k must be between 0 and d_sae (\(dSAE))") }
+            guard Int(k * Double(batchSize)) >= 1 else { throw InterpError("--k × --batch-size keeps no latent") }
+            guard thresholdRate > 0, thresholdRate <= 1 else { throw InterpError("the threshold rate must be in (0, 1]") }
+            return .batchTopK(k: k, auxCoefficient: auxCoefficient)
+        case "jumprelu":
+            guard bandwidth > 0, bandwidth.isFinite else { throw InterpError("--bandwidth must be positive") }
+            guard initialThreshold >= 0, initialThreshold.isFinite else { throw InterpError("--initial-threshold must be non-negative") }
+            guard l0Coefficient >= 0, l0Coefficient.isFinite else { throw InterpError("--l0-coefficient must be non-negative") }
+            return .jumpReLU(l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth)
         default:
-            throw InterpError("architecture '\(architecture)' is not supported yet (standard, topk)")
+            throw InterpError("unknown architecture '\(architecture)' (standard, topk, batchtopk, jumprelu)")
         }
     }
 
@@ -130,9 +154,13 @@ public final class SAETrainer {
         var sinceFired: [Float]
         var firings: [Float]
         var samples: Int
+        /// BatchTopK's moving threshold (in double precision, as SAELens keeps it).
+        var topkThreshold: Double
     }
 
-    public func train(output: String, resume: Bool, progress: (TrainingProgress) -> Void = { _ in }) throws -> TrainingSummary {
+    /// `progress` is called at every logging step, after the log line is written; an error it throws stops training
+    /// there (the last checkpoint stays, and `--resume` continues from it).
+    public func train(output: String, resume: Bool, progress: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
         let fm = FileManager.default
         let checkpointPath = output + "/checkpoint.safetensors", logPath = output + "/train_log.jsonl"
         var state: State
@@ -149,10 +177,12 @@ public final class SAETrainer {
             do { try fm.createDirectory(atPath: output, withIntermediateDirectories: true) } catch {
                 throw InterpError("cannot create the directory (\(error.localizedDescription))", file: output)
             }
-            let p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE, seed: settings.seed)
-            state = State(parameters: p, adam: AdamOptimizer(dIn: reader.width, dSAE: settings.dSAE, learningRate: settings.learningRate),
+            let p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE,
+                                         threshold: architecture.hasThreshold ? settings.initialThreshold : nil, seed: settings.seed)
+            state = State(parameters: p, adam: AdamOptimizer(dIn: reader.width, dSAE: settings.dSAE, threshold: architecture.hasThreshold,
+                                                             learningRate: settings.learningRate),
                           step: 0, sinceFired: [Float](repeating: 0, count: settings.dSAE),
-                          firings: [Float](repeating: 0, count: settings.dSAE), samples: 0)
+                          firings: [Float](repeating: 0, count: settings.dSAE), samples: 0, topkThreshold: 0)
             guard fm.createFile(atPath: logPath, contents: nil) else { throw InterpError("cannot create the training log", file: logPath) }
         }
         let startStep = state.step
@@ -171,6 +201,10 @@ public final class SAETrainer {
             var x = batch.values
             if let scale { x.withUnsafeMutableBufferPointer { for k in $0.indices { $0[k] *= scale } } }
             let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
+            if architecture.hasThreshold {
+                // SAELens keeps the threshold non-negative by projection before each step.
+                state.parameters.modify("threshold") { t in t.withUnsafeMutableBufferPointer { for i in $0.indices { $0[i] = max($0[i], 0) } } }
+            }
             let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead, workspace: workspace)
             let loss = result.losses.values.reduce(0, +)
             guard loss.isFinite, AdamOptimizer.globalNorm(result.gradients).isFinite else {
@@ -180,6 +214,10 @@ public final class SAETrainer {
             let S = settings.dSAE, B = x.shape[0]
             let active = Self.countFirings(result.featureActs, rows: B, width: S, firings: &state.firings, sinceFired: &state.sinceFired)
             state.samples += B
+            if case .batchTopK = architecture {
+                state.topkThreshold = BatchTopKSAE.updatedThreshold(state.topkThreshold, minPositive: result.minPositive,
+                                                                    learningRate: settings.thresholdRate)
+            }
             state.adam.learningRate = settings.learningRate(at: state.step)
             state.adam.update(&state.parameters, gradients: result.gradients)
             state.step += 1
@@ -194,8 +232,9 @@ public final class SAETrainer {
                 fields += ["\"step\":\(state.step)", "\"tokens\":\(state.step * settings.batchSize)", "\"loss\":\(loss)",
                            "\"l0\":\(l0)", "\"explained_variance\":\(ev)", "\"dead_latents\":\(deadCount)",
                            "\"lr\":\(state.adam.learningRate)", "\"tokens_per_second\":\(Int(rate))"]
+                if case .batchTopK = architecture { fields.append("\"topk_threshold\":\(state.topkThreshold)") }
                 try log.write(contentsOf: Data(("{" + fields.joined(separator: ",") + "}\n").utf8))
-                progress(TrainingProgress(step: state.step, steps: settings.steps, tokensPerSecond: rate, loss: loss,
+                try progress(TrainingProgress(step: state.step, steps: settings.steps, tokensPerSecond: rate, loss: loss,
                                           mse: result.losses["mse_loss"] ?? 0, l0: l0, explainedVariance: ev, deadLatents: deadCount,
                                           batchSize: settings.batchSize))
             }
@@ -205,7 +244,11 @@ public final class SAETrainer {
             }
         }
         try log.synchronize()
-        if let scale { Self.foldScaling(&state.parameters, by: scale) }
+        if let scale {
+            Self.foldScaling(&state.parameters, by: scale)
+            // BatchTopK's threshold is in units of pre·‖W_dec,i‖, and the fold divided W_dec by the scale.
+            state.topkThreshold /= Double(scale)
+        }
         try writeInferenceDirectory(state, output: output)
         try? fm.removeItem(atPath: checkpointPath)
         return TrainingSummary(directory: output, steps: state.step, resumedFrom: startStep, finalExplainedVariance: last.ev,
@@ -273,7 +316,7 @@ public final class SAETrainer {
 
     private func saveCheckpoint(_ s: State, to path: String) throws {
         var tensors: [String: SafeTensorsWriter.Payload] = [:]
-        for name in SAEParameters.names {
+        for name in s.parameters.names {
             tensors["param." + name] = .float(s.parameters[name])
             tensors["adam_m." + name] = .float(s.adam.firstMoment[name])
             tensors["adam_v." + name] = .float(s.adam.secondMoment[name])
@@ -283,7 +326,8 @@ public final class SAETrainer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let metadata = ["settings": String(decoding: try encoder.encode(settings), as: UTF8.self), "step": String(s.step),
-                        "adam_step": String(s.adam.step), "samples": String(s.samples), "interp_version": InterpVersion.current]
+                        "adam_step": String(s.adam.step), "samples": String(s.samples), "interp_version": InterpVersion.current,
+                        "topk_threshold": String(s.topkThreshold)]
         try SafeTensorsWriter.write(payloads: tensors, metadata: metadata, to: path)
     }
 
@@ -300,14 +344,20 @@ public final class SAETrainer {
             throw InterpError("the checkpoint was made with different settings (\(field) differs)", file: path)
         }
         func params(_ prefix: String) throws -> SAEParameters {
-            SAEParameters(wEnc: try file.tensor(prefix + "W_enc"), bEnc: try file.tensor(prefix + "b_enc"),
-                          wDec: try file.tensor(prefix + "W_dec"), bDec: try file.tensor(prefix + "b_dec"))
+            let p = SAEParameters(wEnc: try file.tensor(prefix + "W_enc"), bEnc: try file.tensor(prefix + "b_enc"),
+                                  wDec: try file.tensor(prefix + "W_dec"), bDec: try file.tensor(prefix + "b_dec"),
+                                  threshold: architecture.hasThreshold ? try file.tensor(prefix + "threshold") : nil)
+            guard p.dIn == reader.width, p.dSAE == settings.dSAE else {
+                throw InterpError("the checkpoint's SAE has d_in \(p.dIn), but dataset '\(settings.dataset)' has width \(reader.width)", file: path)
+            }
+            return p
         }
         guard let step = Int(file.metadata["step"] ?? ""), let adamStep = Int(file.metadata["adam_step"] ?? ""),
-              let samples = Int(file.metadata["samples"] ?? "") else { throw InterpError("checkpoint metadata is incomplete", file: path) }
+              let samples = Int(file.metadata["samples"] ?? ""),
+              let topkThreshold = Double(file.metadata["topk_threshold"] ?? "") else { throw InterpError("checkpoint metadata is incomplete", file: path) }
         let adam = AdamOptimizer(learningRate: settings.learningRate, step: adamStep, firstMoment: try params("adam_m."), secondMoment: try params("adam_v."))
         return State(parameters: try params("param."), adam: adam, step: step, sinceFired: try file.tensor("since_fired").scalars,
-                     firings: try file.tensor("firings").scalars, samples: samples)
+                     firings: try file.tensor("firings").scalars, samples: samples, topkThreshold: topkThreshold)
     }
 
     private func truncateLog(_ path: String, toStep step: Int) throws {
@@ -325,17 +375,14 @@ public final class SAETrainer {
     /// sparsity.safetensors (log10 firing density over the whole run).
     private func writeInferenceDirectory(_ s: State, output: String) throws {
         var p = s.parameters
-        if case .topK = architecture {
-            let norms = p.decoderNorms, D = p.dIn, S = p.dSAE
-            for i in 0..<S where norms[i] > 0 {
-                p.bEnc.scalars[i] *= norms[i]
-                for j in 0..<D {
-                    p.wDec.scalars[i * D + j] /= norms[i]
-                    p.wEnc.scalars[j * S + i] *= norms[i]
-                }
-            }
+        switch architecture {
+        case .topK: p = TopKSAE.foldDecoderNorms(p)
+        case .batchTopK: p = BatchTopKSAE.inferenceParameters(p, threshold: s.topkThreshold)
+        case .standard, .jumpReLU: break
         }
-        try SafeTensorsWriter.write(["W_enc": p.wEnc, "b_enc": p.bEnc, "W_dec": p.wDec, "b_dec": p.bDec], to: output + "/sae_weights.safetensors")
+        var weights = ["W_enc": p.wEnc, "b_enc": p.bEnc, "W_dec": p.wDec, "b_dec": p.bDec]
+        if let threshold = p.threshold { weights["threshold"] = threshold }
+        try SafeTensorsWriter.write(weights, to: output + "/sae_weights.safetensors")
         let density = s.firings.map { log10($0 / Float(max(s.samples, 1)) + 1e-10) }
         try SafeTensorsWriter.write(["sparsity": Tensor(shape: [density.count], scalars: density)], to: output + "/sparsity.safetensors")
         let file = try? HDF5File(reading: settings.activations)
@@ -344,7 +391,7 @@ public final class SAETrainer {
         let prependBOS = (try? file?.integerAttribute("prepend_bos")).flatMap { $0 }.map { $0 != 0 }
         let modelName = (try? file?.stringAttribute("model_name")).flatMap { $0 }
         var fields: [String] = [
-            "\"architecture\":\(JSONText.quote(settings.architecture))", "\"d_in\":\(p.dIn)", "\"d_sae\":\(p.dSAE)",
+            "\"architecture\":\(JSONText.quote(architecture.inferenceName))", "\"d_in\":\(p.dIn)", "\"d_sae\":\(p.dSAE)",
             "\"dtype\":\"float32\"", "\"device\":\"cpu\"", "\"apply_b_dec_to_input\":true", "\"normalize_activations\":\"none\"",
             "\"reshape_activations\":\(reader.shape.count == 3 ? "\"hook_z\"" : "\"none\"")",
         ]

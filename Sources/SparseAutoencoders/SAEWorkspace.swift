@@ -4,8 +4,14 @@
 public final class SAEWorkspace {
     var centred: [Float] = [], pre: [Float] = [], xhat: [Float] = [], g: [Float] = [], dCentred: [Float] = []
     var dz: [Float] = [], z: [Float] = [], gWEnc: [Float] = [], gWDec: [Float] = []
+    private var scratch: [Scratch: (pointer: UnsafeMutablePointer<Float>, capacity: Int)] = [:]
+
+    /// Internal buffers that never leave a step (no result shares them).
+    enum Scratch: Hashable { case centred, pre, g, privateDecoder, privateEncoderT, privateSmall }
 
     public init() {}
+
+    deinit { for (_, buffer) in scratch { buffer.pointer.deallocate() } }
 
     func prepare(rows: Int, dIn: Int, dSAE: Int) {
         func size(_ a: inout [Float], _ n: Int) { if a.count != n { a = [Float](repeating: 0, count: n) } }
@@ -21,9 +27,24 @@ public final class SAEWorkspace {
         return buffer
     }
 
+    /// Like `take`, sized to `count` (contents unspecified).
+    func take(_ path: ReferenceWritableKeyPath<SAEWorkspace, [Float]>, count: Int) -> [Float] {
+        let buffer = take(path)
+        return buffer.count == count ? buffer : [Float](repeating: 0, count: count)
+    }
+
     func giveBack(centred: [Float], pre: [Float], xhat: [Float], g: [Float], dCentred: [Float], dz: [Float], z: [Float],
                   gWEnc: [Float], gWDec: [Float]) {
         self.centred = centred; self.pre = pre; self.xhat = xhat; self.g = g; self.dCentred = dCentred
         self.dz = dz; self.z = z; self.gWEnc = gWEnc; self.gWDec = gWDec
+    }
+
+    /// An internal buffer of at least `count` floats (contents unspecified), valid until the next call with the same key.
+    func scratch(_ key: Scratch, count: Int) -> UnsafeMutablePointer<Float> {
+        if let buffer = scratch[key], buffer.capacity >= count { return buffer.pointer }
+        scratch[key]?.pointer.deallocate()
+        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        scratch[key] = (pointer, max(count, 1))
+        return pointer
     }
 }

@@ -9,7 +9,10 @@ import InterpCore
 /// reconstruct the detached residual `x − x̂` through `(a / n)·W_dec`, weighted by `coefficient · min(n_dead/(d_in/2), 1)`.
 public enum TopKSAE {
     public struct Options: Equatable, Sendable {
+        /// Active latents per row (TopK).
         public var k: Int
+        /// BatchTopK instead: the `Int(batchK · rows)` largest activations over the whole batch are kept.
+        public var batchK: Double?
         public var auxCoefficient: Float
         public var rescaleByDecoderNorm: Bool
         public var applyBDecToInput: Bool
@@ -20,6 +23,14 @@ public enum TopKSAE {
             self.rescaleByDecoderNorm = rescaleByDecoderNorm
             self.applyBDecToInput = applyBDecToInput
         }
+
+        /// SAELens's `batchtopk` training SAE: k active latents per row on average over the batch.
+        public static func batchTopK(k: Double, auxCoefficient: Float = 1, rescaleByDecoderNorm: Bool = true,
+                                     applyBDecToInput: Bool = true) -> Options {
+            var o = Options(k: 0, auxCoefficient: auxCoefficient, rescaleByDecoderNorm: rescaleByDecoderNorm, applyBDecToInput: applyBDecToInput)
+            o.batchK = k
+            return o
+        }
     }
 
     public struct StepResult {
@@ -29,40 +40,8 @@ public enum TopKSAE {
         public var featureActs: Tensor
         public var reconstruction: Tensor
         public var gradients: SAEParameters
-    }
-
-    /// Indices of the `k` largest values of `row` (any order).
-    static func topIndices(_ row: UnsafePointer<Float>, count: Int, k: Int, allowed: ((Int) -> Bool)? = nil) -> [Int] {
-        // A min-heap of the best k so far: O(count · log k).
-        var heap: [(value: Float, index: Int)] = []
-        heap.reserveCapacity(k)
-        func siftDown(_ start: Int) {
-            var parent = start
-            while true {
-                let l = 2 * parent + 1, r = l + 1
-                var m = parent
-                if l < heap.count && heap[l].value < heap[m].value { m = l }
-                if r < heap.count && heap[r].value < heap[m].value { m = r }
-                if m == parent { return }
-                heap.swapAt(parent, m)
-                parent = m
-            }
-        }
-        for i in 0..<count where allowed?(i) ?? true {
-            let v = row[i]
-            if heap.count < k {
-                heap.append((v, i))
-                var child = heap.count - 1
-                while child > 0 && heap[child].value < heap[(child - 1) / 2].value {
-                    heap.swapAt(child, (child - 1) / 2)
-                    child = (child - 1) / 2
-                }
-            } else if let top = heap.first, v > top.value {
-                heap[0] = (v, i)
-                siftDown(0)
-            }
-        }
-        return heap.map(\.index)
+        /// The smallest non-zero activation (BatchTopK's threshold follows it); infinity if none fired.
+        public var minPositive: Float = .infinity
     }
 
     /// Reference: every product dense (six GEMMs). `lossAndGradients` must agree with it.
@@ -80,12 +59,12 @@ public enum TopKSAE {
         var hidden = pre
         for b in 0..<B { for i in 0..<S { hidden.scalars[b * S + i] *= norms[i] } }
         var z = Tensor(zeros: [B, S])
-        var selected: [[Int]] = []
-        hidden.withUnsafeBufferPointer { h in
-            for b in 0..<B {
-                let chosen = topIndices(h.baseAddress! + b * S, count: S, k: min(o.k, S))
-                selected.append(chosen)
-                for i in chosen { z.scalars[b * S + i] = max(h[b * S + i], 0) }
+        let selected = referenceSelection(hidden.scalars, rows: B, cols: S, options: o)
+        var minPositive = Float.infinity
+        for b in 0..<B {
+            for i in selected[b] {
+                z.scalars[b * S + i] = max(hidden.scalars[b * S + i], 0)
+                if z.scalars[b * S + i] > 0 { minPositive = min(minPositive, z.scalars[b * S + i]) }
             }
         }
         var coefficients = z                                 // z / n, what multiplies W_dec
@@ -124,12 +103,11 @@ public enum TopKSAE {
             let kAux = min(half, dead)
             var auxCoefficients = Tensor(zeros: [B, S])
             var auxSelected: [[Int]] = []
-            hidden.withUnsafeBufferPointer { h in
-                for b in 0..<B {
-                    let chosen = topIndices(h.baseAddress! + b * S, count: S, k: kAux, allowed: { deadMask[$0] })
-                    auxSelected.append(chosen)
-                    for i in chosen { auxCoefficients.scalars[b * S + i] = h[b * S + i] / norms[i] }
-                }
+            for b in 0..<B {
+                let row = Array(hidden.scalars[(b * S)..<((b + 1) * S)])
+                let chosen = Array((0..<S).filter { deadMask[$0] }.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(kAux))
+                auxSelected.append(chosen)
+                for i in chosen { auxCoefficients.scalars[b * S + i] = row[i] / norms[i] }
             }
             var auxRecon = Tensor(zeros: [B, D])
             matmul(auxCoefficients, p.wDec, into: &auxRecon, m: B, n: D, k: S)
@@ -176,154 +154,227 @@ public enum TopKSAE {
                 for j in 0..<D { grads.wDec.scalars[i * D + j] += factor * p.wDec.scalars[i * D + j] }
             }
         }
-        return StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: z, reconstruction: xhat, gradients: grads)
+        return StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: z, reconstruction: xhat, gradients: grads,
+                          minPositive: minPositive)
     }
 
-    /// The fast path: the decoder side works on the k active latents of each row (and the AuxK latents) only:
-    /// reconstruction, ∂W_dec and ∂z are sparse products; the encoder forward and its two backward products are GEMMs.
+    /// The latents each row keeps, by sorting (ties to the lower index): per row the k largest, or for BatchTopK the
+    /// `Int(batchK · rows)` largest `ReLU(h)` over the whole batch.
+    static func referenceSelection(_ hidden: [Float], rows B: Int, cols S: Int, options o: Options) -> [[Int]] {
+        if let batchK = o.batchK {
+            let n = min(Int(batchK * Double(B)), B * S)
+            let order = hidden.indices.sorted { max(hidden[$0], 0) > max(hidden[$1], 0) || (max(hidden[$0], 0) == max(hidden[$1], 0) && $0 < $1) }
+            var selected = [[Int]](repeating: [], count: B)
+            for flat in order.prefix(n) { selected[flat / S].append(flat % S) }
+            return selected
+        }
+        return (0..<B).map { b in
+            let row = Array(hidden[(b * S)..<((b + 1) * S)])
+            return Array(row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(min(o.k, S)))
+        }
+    }
+
+    /// The fast path. Only the encoder forward is a dense product; everything after it touches the selected latents
+    /// only (k per row for TopK, k·B over the batch for BatchTopK, plus the AuxK latents): the reconstruction,
+    /// ∂W_dec, ∂z, and the encoder's backward (∂W_enc as rows of its transpose, ∂b_enc, and ∂b_dec through the input as
+    /// `−W_enc·∂b_enc`). With decoder-norm rescaling the norm cancels in `(pre·n)/n`, so its gradient terms sum to zero
+    /// and the decoder coefficients are the raw pre-activations; `denseReference` keeps every term.
     public static func lossAndGradients(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?,
                                         workspace: SAEWorkspace = SAEWorkspace()) -> StepResult {
-        let B = x.shape[0], D = p.dIn, S = p.dSAE, K = min(o.k, S)
+        let B = x.shape[0], D = p.dIn, S = p.dSAE
         let invB = 1 / Float(B)
         let norms = o.rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
-        let xs = x.scalars, wEnc = p.wEnc.scalars, wDec = p.wDec.scalars, bEnc = p.bEnc.scalars, bDec = p.bDec.scalars
         let w = workspace
-        w.prepare(rows: B, dIn: D, dSAE: S)
-        var centred = w.take(\.centred), pre = w.take(\.pre), xhat = w.take(\.xhat), g = w.take(\.g)
-        var dCentred = w.take(\.dCentred), dPre = w.take(\.dz), z = w.take(\.z)
-        var gWEnc = w.take(\.gWEnc), gWDec = w.take(\.gWDec)
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
+        var z = w.take(\.z, count: B * S), xhat = w.take(\.xhat, count: B * D)
+        var gWEnc = w.take(\.gWEnc, count: D * S), gWDec = w.take(\.gWDec, count: S * D)
+        let centred = w.scratch(.centred, count: B * D), pre = w.scratch(.pre, count: B * S), g = w.scratch(.g, count: B * D)
+        let privateDecoder = w.scratch(.privateDecoder, count: (workers - 1) * S * D)
+        let privateEncoderT = w.scratch(.privateEncoderT, count: workers * S * D)
+        let smallStride = 2 * S + 3 * D
+        let privateSmall = w.scratch(.privateSmall, count: workers * smallStride)
         var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
-        var dNorm = [Float](repeating: 0, count: S)
-        var squared = 0.0, auxSquared = 0.0
         let dead = deadMask.map { mask in mask.filter { $0 }.count } ?? 0
         let half = D / 2
         let kAux = min(half, dead)
         let auxWeight = o.auxCoefficient * (dead > 0 ? min(Float(dead) / Float(half), 1) : 0)
-        centred.withUnsafeMutableBufferPointer { c in pre.withUnsafeMutableBufferPointer { pre in
-        xhat.withUnsafeMutableBufferPointer { xhat in g.withUnsafeMutableBufferPointer { g in
-        dPre.withUnsafeMutableBufferPointer { dPre in z.withUnsafeMutableBufferPointer { z in
-        dCentred.withUnsafeMutableBufferPointer { dCentred in
+        var sums = [Double](repeating: 0, count: 3 * workers)
+        z.withUnsafeMutableBufferPointer { z in xhat.withUnsafeMutableBufferPointer { xhat in
         gWEnc.withUnsafeMutableBufferPointer { gWEnc in gWDec.withUnsafeMutableBufferPointer { gWDec in
-        xs.withUnsafeBufferPointer { xs in wEnc.withUnsafeBufferPointer { wEnc in wDec.withUnsafeBufferPointer { wDec in
-            let c = c.baseAddress!, pre = pre.baseAddress!, xhat = xhat.baseAddress!, g = g.baseAddress!
-            let dPre = dPre.baseAddress!, z = z.baseAddress!, wDec = wDec.baseAddress!, gWDec = gWDec.baseAddress!
-            c.update(from: xs.baseAddress!, count: B * D)
-            if o.applyBDecToInput { for b in 0..<B { for j in 0..<D { c[b * D + j] -= bDec[j] } } }
-            for b in 0..<B { (pre + b * S).update(from: bEnc, count: S) }
-            GEMM.multiply(m: B, n: S, k: D, c, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+        sums.withUnsafeMutableBufferPointer { sums in
+        x.withUnsafeBufferPointer { xs in p.wEnc.withUnsafeBufferPointer { wEnc in p.wDec.withUnsafeBufferPointer { wDec in
+        p.bEnc.withUnsafeBufferPointer { bEnc in p.bDec.withUnsafeBufferPointer { bDec in norms.withUnsafeBufferPointer { norms in
+        (deadMask ?? []).withUnsafeBufferPointer { deadMask in
+            let z = z.baseAddress!, xhat = xhat.baseAddress!, gWDec = gWDec.baseAddress!, sums = sums.baseAddress!
+            let xs = xs.baseAddress!, wDec = wDec.baseAddress!, norms = norms.baseAddress!, bDec = bDec.baseAddress!
+            let deadMask = deadMask.baseAddress
+            centred.update(from: xs, count: B * D)
+            if o.applyBDecToInput { for b in 0..<B { for j in 0..<D { centred[b * D + j] -= bDec[j] } } }
+            for b in 0..<B { (pre + b * S).update(from: bEnc.baseAddress!, count: S) }
+            GEMM.multiply(m: B, n: S, k: D, centred, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+            let cutoff = o.batchK.map { BatchTopKSAE.cutoff(pre: pre, norms: norms, rows: B, cols: S, count: Int($0 * Double(B))) }
             z.update(repeating: 0, count: B * S)
-            dPre.update(repeating: 0, count: B * S)
             gWDec.update(repeating: 0, count: S * D)
+            privateDecoder.update(repeating: 0, count: (workers - 1) * S * D)
+            privateEncoderT.update(repeating: 0, count: workers * S * D)
+            privateSmall.update(repeating: 0, count: workers * smallStride)
             // Rows are independent except for sums over rows into latent-indexed gradients: each worker keeps its own
-            // ∂W_dec, ∂n, ∂b_dec and loss sums, added together afterwards.
-            let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
-            let privateGWDec = UnsafeMutablePointer<Float>.allocate(capacity: max(workers - 1, 0) * S * D + 1)
-            let privateSmall = UnsafeMutablePointer<Float>.allocate(capacity: workers * (S + D))
-            var sums = [Double](repeating: 0, count: 2 * workers)
-            privateGWDec.initialize(repeating: 0, count: max(workers - 1, 0) * S * D + 1)
-            privateSmall.initialize(repeating: 0, count: workers * (S + D))
-            defer { privateGWDec.deallocate(); privateSmall.deallocate() }
-            sums.withUnsafeMutableBufferPointer { sums in
-            let sums = sums.baseAddress!
+            // ∂W_dec, ∂W_encᵀ, ∂b_enc, ∂b_dec and loss sums, added together afterwards.
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            let gWDec = worker == 0 ? gWDec : privateGWDec + (worker - 1) * S * D
-            let dNorm = privateSmall + worker * (S + D), gBDec = dNorm + S
-            var squared = 0.0, auxSquared = 0.0
-            var hiddenRow = [Float](repeating: 0, count: S)
-            var auxRecon = [Float](repeating: 0, count: D)
-            for b in (B * worker / workers)..<(B * (worker + 1) / workers) {
-                let preRow = pre + b * S
-                for i in 0..<S { hiddenRow[i] = preRow[i] * norms[i] }
-                let chosen = hiddenRow.withUnsafeBufferPointer { topIndices($0.baseAddress!, count: S, k: K) }
-                // x̂_b = b_dec + Σ (z_i / n_i) W_dec,i over the active latents.
-                let out = xhat + b * D
-                out.update(from: bDec, count: D)
-                for i in chosen {
-                    let value = max(hiddenRow[i], 0)
-                    z[b * S + i] = value
-                    guard value > 0 else { continue }
-                    let coefficient = value / norms[i], row = wDec + i * D
-                    for j in 0..<D { out[j] += coefficient * row[j] }
-                }
-                let gRow = g + b * D
-                for j in 0..<D {
-                    let r = out[j] - xs[b * D + j]
-                    squared += Double(r) * Double(r)
-                    gRow[j] = 2 * r * invB
-                    gBDec[j] += gRow[j]
-                }
-                for i in chosen where z[b * S + i] > 0 {
-                    let coefficient = z[b * S + i] / norms[i], row = wDec + i * D, gradRow = gWDec + i * D
-                    var dc: Float = 0
-                    for j in 0..<D {
-                        gradRow[j] += coefficient * gRow[j]
-                        dc += gRow[j] * row[j]
+                let gWDec = worker == 0 ? gWDec : privateDecoder + (worker - 1) * S * D
+                let gWEncT = privateEncoderT + worker * S * D
+                let small = privateSmall + worker * smallStride
+                let gBEnc = small, hidden = small + S, gBDec = small + 2 * S, auxRecon = gBDec + D, ga = auxRecon + D
+                let capacity = max(min(S, o.batchK == nil ? o.k : S), kAux, 1)
+                let chosen = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
+                let heapValues = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
+                defer { chosen.deallocate(); heapValues.deallocate() }
+                var squared = 0.0, auxSquared = 0.0, minPositive = Float.infinity
+                var tiesLeft = cutoff?.ties ?? 0
+                let rows = (B * worker / workers)..<(B * (worker + 1) / workers)
+                if let cutoff, !cutoff.allTies { tiesLeft = cutoff.tieQuota(forRowsBefore: rows.lowerBound) }
+                for b in rows {
+                    let preRow = pre + b * S, c = centred + b * D, xRow = xs + b * D
+                    for i in 0..<S { hidden[i] = preRow[i] * norms[i] }
+                    var count = 0
+                    if let cutoff {
+                        for i in 0..<S {
+                            let h = hidden[i]
+                            if h > cutoff.value || (h == cutoff.value && h > 0 && (cutoff.allTies || tiesLeft > 0)) {
+                                if h == cutoff.value && !cutoff.allTies { tiesLeft -= 1 }
+                                chosen[count] = i
+                                count += 1
+                            }
+                        }
+                    } else {
+                        count = selectLargest(hidden, count: S, k: min(o.k, S), allowed: nil, values: heapValues, indices: chosen)
                     }
-                    let dh = dc / norms[i]
-                    dNorm[i] -= dc * z[b * S + i] / (norms[i] * norms[i]) - dh * preRow[i]
-                    dPre[b * S + i] += dh * norms[i]
-                }
-                // AuxK: the dead latents' largest pre-activations fit the (constant) residual.
-                guard let deadMask, kAux > 0 else { continue }
-                let auxChosen = hiddenRow.withUnsafeBufferPointer { topIndices($0.baseAddress!, count: S, k: kAux, allowed: { deadMask[$0] }) }
-                for j in 0..<D { auxRecon[j] = 0 }
-                for i in auxChosen {
-                    let coefficient = hiddenRow[i] / norms[i], row = wDec + i * D
-                    for j in 0..<D { auxRecon[j] += coefficient * row[j] }
-                }
-                var ga = [Float](repeating: 0, count: D)
-                for j in 0..<D {
-                    let e = auxRecon[j] - (xs[b * D + j] - out[j])
-                    auxSquared += Double(e) * Double(e)
-                    ga[j] = auxWeight * 2 * e * invB
-                }
-                for i in auxChosen {
-                    let coefficient = hiddenRow[i] / norms[i], row = wDec + i * D, gradRow = gWDec + i * D
-                    var da: Float = 0
-                    for j in 0..<D {
-                        gradRow[j] += coefficient * ga[j]
-                        da += ga[j] * row[j]
+                    // x̂_b = b_dec + Σ (z_i / n_i)·W_dec,i over the active latents, where z_i / n_i = pre_i.
+                    let out = xhat + b * D
+                    out.update(from: bDec, count: D)
+                    var active = 0
+                    for t in 0..<count {
+                        let i = chosen[t], h = hidden[i]
+                        guard h > 0 else { continue }
+                        z[b * S + i] = h
+                        minPositive = min(minPositive, h)
+                        vectorAddScaled(out, preRow[i], wDec + i * D, D)
+                        chosen[active] = i
+                        active += 1
                     }
-                    let dh = da / norms[i]
-                    dNorm[i] -= da * hiddenRow[i] / (norms[i] * norms[i]) - dh * preRow[i]
-                    dPre[b * S + i] += dh * norms[i]
+                    let gRow = g + b * D
+                    for j in 0..<D {
+                        let r = out[j] - xRow[j]
+                        squared += Double(r) * Double(r)
+                        gRow[j] = 2 * r * invB
+                        gBDec[j] += gRow[j]
+                    }
+                    for t in 0..<active {
+                        let i = chosen[t]
+                        let dPre = vectorAddScaledAndDot(gWDec + i * D, preRow[i], gRow, dot: wDec + i * D, D)
+                        vectorAddScaled(gWEncT + i * D, dPre, c, D)
+                        gBEnc[i] += dPre
+                    }
+                    // AuxK: the dead latents' largest pre-activations fit the (constant) residual.
+                    guard let deadMask, kAux > 0 else { continue }
+                    let auxCount = selectLargest(hidden, count: S, k: kAux, allowed: deadMask, values: heapValues, indices: chosen)
+                    auxRecon.update(repeating: 0, count: D)
+                    for t in 0..<auxCount { let i = chosen[t]; vectorAddScaled(auxRecon, preRow[i], wDec + i * D, D) }
+                    for j in 0..<D {
+                        let e = auxRecon[j] - (xRow[j] - out[j])
+                        auxSquared += Double(e) * Double(e)
+                        ga[j] = auxWeight * 2 * e * invB
+                    }
+                    for t in 0..<auxCount {
+                        let i = chosen[t]
+                        let dPre = vectorAddScaledAndDot(gWDec + i * D, preRow[i], ga, dot: wDec + i * D, D)
+                        vectorAddScaled(gWEncT + i * D, dPre, c, D)
+                        gBEnc[i] += dPre
+                    }
                 }
+                sums[3 * worker] = squared
+                sums[3 * worker + 1] = auxSquared
+                sums[3 * worker + 2] = Double(minPositive)
             }
-            sums[2 * worker] = squared
-            sums[2 * worker + 1] = auxSquared
+            for w in 1..<max(workers, 1) {
+                vectorAddScaled(gWDec, 1, privateDecoder + (w - 1) * S * D, S * D)
+                vectorAddScaled(privateEncoderT, 1, privateEncoderT + w * S * D, S * D)
             }
+            transpose(privateEncoderT, rows: S, cols: D, into: gWEnc.baseAddress!)
             for w in 0..<workers {
-                squared += sums[2 * w]
-                auxSquared += sums[2 * w + 1]
-                let small = privateSmall + w * (S + D)
-                for i in 0..<S { dNorm[i] += small[i] }
-                for j in 0..<D { gBDec[j] += small[S + j] }
-                if w > 0 {
-                    let other = privateGWDec + (w - 1) * S * D
-                    for k in 0..<(S * D) { gWDec[k] += other[k] }
-                }
+                let small = privateSmall + w * smallStride
+                for i in 0..<S { gBEnc[i] += small[i] }
+                for j in 0..<D { gBDec[j] += small[2 * S + j] }
             }
-            }
-            for b in 0..<B { let row = dPre + b * S; for i in 0..<S { gBEnc[i] += row[i] } }
-            GEMM.multiply(m: D, n: S, k: B, c, lda: D, transposeA: true, dPre, ldb: S, gWEnc.baseAddress!, ldc: S)
             if o.applyBDecToInput {
-                let dc = dCentred.baseAddress!
-                GEMM.multiply(m: B, n: D, k: S, dPre, lda: S, wEnc.baseAddress!, ldb: S, transposeB: true, dc, ldc: D)
-                for b in 0..<B { let row = dc + b * D; for j in 0..<D { gBDec[j] -= row[j] } }
-            }
-            if o.rescaleByDecoderNorm {
-                for i in 0..<S where norms[i] > 0 {
-                    let factor = dNorm[i] / norms[i], row = wDec + i * D, gradRow = gWDec + i * D
-                    for j in 0..<D { gradRow[j] += factor * row[j] }
-                }
+                // ∂L/∂b_dec through the centred input: −Σ_b ∂pre_b·W_encᵀ = −W_enc·∂b_enc.
+                gBEnc.withUnsafeBufferPointer { gBEnc in gBDec.withUnsafeMutableBufferPointer { gBDec in
+                    GEMM.multiply(m: D, n: 1, k: S, wEnc.baseAddress!, lda: S, gBEnc.baseAddress!, ldb: 1, gBDec.baseAddress!, ldc: 1,
+                                  alpha: -1, beta: 1)
+                } }
             }
         } } } } } } } } } } } }
+        var squared = 0.0, auxSquared = 0.0, minPositive = Double.infinity
+        for w in 0..<workers {
+            squared += sums[3 * w]
+            auxSquared += sums[3 * w + 1]
+            minPositive = min(minPositive, sums[3 * w + 2])
+        }
         let aux = dead > 0 ? Float(Double(auxWeight) * auxSquared / Double(B)) : 0
-        w.giveBack(centred: centred, pre: pre, xhat: xhat, g: g, dCentred: dCentred, dz: dPre, z: z, gWEnc: gWEnc, gWDec: gWDec)
         let grads = SAEParameters(wEnc: Tensor(shape: [D, S], scalars: gWEnc), bEnc: Tensor(shape: [S], scalars: gBEnc),
                                   wDec: Tensor(shape: [S, D], scalars: gWDec), bDec: Tensor(shape: [D], scalars: gBDec))
-        return StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: Tensor(shape: [B, S], scalars: z),
-                          reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads)
+        let result = StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: Tensor(shape: [B, S], scalars: z),
+                                reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads, minPositive: Float(minPositive))
+        w.z = z; w.xhat = xhat; w.gWEnc = gWEnc; w.gWDec = gWDec
+        return result
+    }
+
+    /// The `k` largest of `row[0..<count]` (only where `allowed` is true, if given), by a min-heap of the best so far:
+    /// O(count · log k). Writes their indices (any order) and returns how many.
+    static func selectLargest(_ row: UnsafePointer<Float>, count: Int, k: Int, allowed: UnsafePointer<Bool>?,
+                              values: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int>) -> Int {
+        var size = 0
+        guard k > 0 else { return 0 }
+        for i in 0..<count {
+            if let allowed, !allowed[i] { continue }
+            let v = row[i]
+            if size < k {
+                var child = size
+                size += 1
+                while child > 0 {
+                    let parent = (child - 1) / 2
+                    guard v < values[parent] else { break }
+                    values[child] = values[parent]; indices[child] = indices[parent]
+                    child = parent
+                }
+                values[child] = v; indices[child] = i
+            } else if v > values[0] {
+                var parent = 0
+                while true {
+                    let l = 2 * parent + 1, r = l + 1
+                    var m = l
+                    if l >= size { break }
+                    if r < size && values[r] < values[l] { m = r }
+                    guard values[m] < v else { break }
+                    values[parent] = values[m]; indices[parent] = indices[m]
+                    parent = m
+                }
+                values[parent] = v; indices[parent] = i
+            }
+        }
+        return size
+    }
+
+    /// `out[c, r] = a[r, c]` for `a [rows × cols]`, in cache-sized tiles.
+    static func transpose(_ a: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        let tile = 32
+        for r0 in stride(from: 0, to: rows, by: tile) {
+            for c0 in stride(from: 0, to: cols, by: tile) {
+                for r in r0..<min(r0 + tile, rows) {
+                    for c in c0..<min(c0 + tile, cols) { out[c * rows + r] = a[r * cols + c] }
+                }
+            }
+        }
     }
 
     /// `C (=|+=) op(A)·op(B)`, shapes given as the product's m, n, k.
@@ -344,15 +395,17 @@ public enum TopKSAE {
         }
         var mse = 0.0, aux = 0.0
         let dead = deadMask?.filter { $0 }.count ?? 0
-        for b in 0..<B {
+        let hiddenRows: [[Double]] = (0..<B).map { b in
             let input = (0..<D).map { Double(x.scalars[b * D + $0]) - (o.applyBDecToInput ? Double(p.bDec.scalars[$0]) : 0) }
-            var hidden = [Double](repeating: 0, count: S)
-            for i in 0..<S {
+            return (0..<S).map { i in
                 var sum = Double(p.bEnc.scalars[i])
                 for j in 0..<D { sum += input[j] * Double(p.wEnc.scalars[j * S + i]) }
-                hidden[i] = sum * norms[i]
+                return sum * norms[i]
             }
-            let top = Set(hidden.indices.sorted { hidden[$0] > hidden[$1] }.prefix(o.k))
+        }
+        let selection = referenceSelection(hiddenRows.flatMap { $0.map(Float.init) }, rows: B, cols: S, options: o)
+        for b in 0..<B {
+            let hidden = hiddenRows[b], top = selection[b]
             var xhat = (0..<D).map { Double(p.bDec.scalars[$0]) }
             for i in top where hidden[i] > 0 {
                 for j in 0..<D { xhat[j] += hidden[i] / norms[i] * Double(p.wDec.scalars[i * D + j]) }
@@ -371,5 +424,22 @@ public enum TopKSAE {
             }
         }
         return (mse / Double(B), aux / Double(B))
+    }
+}
+
+extension TopKSAE {
+    /// SAELens's `_fold_norm_topk`, applied when saving a SAE trained with decoder-norm rescaling: `b_enc·n`, `W_enc·n`
+    /// (columns), `W_dec / n` (rows), so the saved SAE needs no rescaling and selects the same latents.
+    public static func foldDecoderNorms(_ p: SAEParameters) -> SAEParameters {
+        var p = p
+        let norms = p.decoderNorms.map { max($0, 1e-8) }, D = p.dIn, S = p.dSAE
+        for i in 0..<S {
+            p.bEnc.scalars[i] *= norms[i]
+            for j in 0..<D {
+                p.wDec.scalars[i * D + j] /= norms[i]
+                p.wEnc.scalars[j * S + i] *= norms[i]
+            }
+        }
+        return p
     }
 }

@@ -12,14 +12,19 @@ struct SAECommand: ParsableCommand {
 struct SAETrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a standard or TopK SAE on one dataset of an HDF5 activation store.",
+        abstract: "Train an SAE (standard, topk, batchtopk or jumprelu) on one dataset of an HDF5 activation store.",
         discussion: """
-        The math is SAELens v6's (checked step by step against it): standard = ReLU with L1 on z·‖W_dec,i‖; \\
-        topk = the k largest pre-activations (rescaled by decoder norms) with the AuxK loss on dead latents. \\
+        The math is SAELens v6's (checked step by step against it):
+          standard   ReLU, with L1 on z·‖W_dec,i‖ (--l1-coefficient)
+          topk       the k largest pre-activations per row (rescaled by decoder norms), AuxK loss on dead latents
+          batchtopk  the k·batch largest over the whole batch (k per row on average); saved as a jumprelu SAE with \
+        the threshold learned along the way
+          jumprelu   z = pre·[pre > θ] with a learned threshold per latent, L0 penalty (--l0-coefficient) through a \
+        straight-through estimator of width --bandwidth
         Adam (β 0.9/0.999), gradient norm clipped to 1.0, decoder rows initialised to norm 0.1 with W_enc = W_decᵀ.
 
-        DIR becomes a SAELens inference directory (cfg.json, sae_weights.safetensors, sparsity.safetensors) with \\
-        train_log.jsonl. With --checkpoint-every N a checkpoint is written atomically every N steps; --resume \\
+        DIR becomes a SAELens inference directory (cfg.json, sae_weights.safetensors, sparsity.safetensors) with \
+        train_log.jsonl. With --checkpoint-every N a checkpoint is written atomically every N steps; --resume \
         continues from it and ends with the same weights as an uninterrupted run.
 
         Example:
@@ -29,13 +34,17 @@ struct SAETrainCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
     @Option(name: .long, help: ArgumentHelp("Dataset in the store (any float dataset [n, d] or [n, heads, d_head]).", valueName: "name")) var dataset: String
-    @Option(name: .long, help: "standard or topk.") var architecture = "standard"
+    @Option(name: .long, help: "standard, topk, batchtopk or jumprelu.") var architecture = "standard"
     @Option(name: .long, help: ArgumentHelp("Number of latents.", valueName: "n")) var dSae: Int?
     @Option(name: .long, help: ArgumentHelp("Latents as a multiple of d_in (instead of --d-sae).", valueName: "e")) var expansionFactor: Int?
-    @Option(name: .long, help: "Active latents per row (topk).") var k: Int?
+    @Option(name: .long, help: "Active latents per row (topk; batchtopk: on average, may be fractional).") var k: Double?
     @Option(name: .long, help: "L1 coefficient (standard).") var l1Coefficient: Float = 1
     @Option(name: .long, help: "Steps over which the L1 coefficient rises linearly from 0 (standard).") var l1WarmUpSteps = 0
-    @Option(name: .long, help: "AuxK loss coefficient (topk).") var auxCoefficient: Float = 1
+    @Option(name: .long, help: "AuxK loss coefficient (topk, batchtopk).") var auxCoefficient: Float = 1
+    @Option(name: .long, help: "L0 coefficient (jumprelu).") var l0Coefficient: Float = 1
+    @Option(name: .long, help: "Steps over which the L0 coefficient rises linearly from 0 (jumprelu).") var l0WarmUpSteps = 0
+    @Option(name: .long, help: "Width of the threshold's straight-through estimator (jumprelu).") var bandwidth: Float = 0.05
+    @Option(name: .long, help: "Initial threshold of every latent (jumprelu).") var initialThreshold: Float = 0.01
     @Option(name: .long, help: "Learning rate.") var lr: Float = 3e-4
     @Option(name: .long, help: "Linear LR warm-up steps.") var lrWarmUpSteps = 0
     @Option(name: .long, help: "Linear LR decay steps at the end.") var lrDecaySteps = 0
@@ -53,7 +62,7 @@ struct SAETrainCommand: ParsableCommand {
     func validate() throws {
         if (dSae == nil) == (expansionFactor == nil) { throw ValidationError("give the SAE's width one way: --d-sae or --expansion-factor") }
         if (steps == nil) == (tokens == nil) { throw ValidationError("give the training length one way: --steps or --tokens") }
-        if architecture == "topk" && k == nil { throw ValidationError("--architecture topk needs --k") }
+        if ["topk", "batchtopk"].contains(architecture) && k == nil { throw ValidationError("--architecture \(architecture) needs --k") }
     }
 
     func run() throws {
@@ -61,7 +70,8 @@ struct SAETrainCommand: ParsableCommand {
         let width = try expansionFactor.map { try ActivationReader(path: activations, dataset: dataset).width * $0 } ?? dSae!
         let settings = SAETrainingSettings(
             architecture: architecture, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
-            auxCoefficient: auxCoefficient, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
+            auxCoefficient: auxCoefficient, l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth,
+            initialThreshold: initialThreshold, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
             batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed, deadFeatureWindow: deadFeatureWindow,
             logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize)
         let trainer = try SAETrainer(settings: settings)
@@ -86,7 +96,7 @@ struct SAEEvalCommand: ParsableCommand {
         abstract: "Measure an SAE on a dataset: MSE, explained variance, L0, L1, dead latents, density histogram.",
         discussion: """
         MSE follows SAELens (sum over features, mean over rows) and is also given per element; explained variance is \
-        1 − SSE / Σ‖x − mean(x)‖² over the rows. The SAE may come from interp or SAELens (standard, topk).
+        1 − SSE / Σ‖x − mean(x)‖² over the rows. The SAE may come from interp or SAELens (standard, topk, jumprelu).
 
         With --model (the model the store was cached from), the first --ce-sequences sequences of the store are run \
         three ways: clean, with the SAE's reconstruction spliced in at its hook (cfg.json's metadata.hook_name), and \

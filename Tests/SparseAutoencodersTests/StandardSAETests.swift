@@ -135,7 +135,7 @@ import Testing
             let text = try String(contentsOfFile: dir + "/cfg.json", encoding: .utf8).replacingOccurrences(of: "\"architecture\": \"standard\"", with: "\"architecture\": \"gated\"")
             try text.write(toFile: dir + "/cfg.json", atomically: true, encoding: .utf8)
         }
-        #expect(error(topk)?.message == "architecture 'gated' is not supported yet (interp reads 'standard' and 'topk')")
+        #expect(error(topk)?.message == "architecture 'gated' is not supported yet (interp reads standard, topk and jumprelu)")
         let wrongShape = try copy { dir in
             let file = try SafeTensorsFile(path: dir + "/sae_weights.safetensors")
             var tensors = try Dictionary(uniqueKeysWithValues: file.names.map { ($0, try file.tensor($0)) })

@@ -12,9 +12,9 @@ import Testing
 
     func settings(_ architecture: String = "standard", steps: Int = 60, checkpointEvery: Int = 0, dataset: String = "activations",
                   store: String = TrainerTests.store) -> SAETrainingSettings {
-        SAETrainingSettings(architecture: architecture, dSAE: 64, k: architecture == "topk" ? 4 : nil, l1Coefficient: 0.5,
-                            learningRate: 4e-3, batchSize: 32, steps: steps, seed: 3, logEvery: 10,
-                            checkpointEvery: checkpointEvery, activations: store, dataset: dataset)
+        SAETrainingSettings(architecture: architecture, dSAE: 64, k: ["topk": 4, "batchtopk": 4][architecture], l1Coefficient: 0.5,
+                            l0Coefficient: 0.05, initialThreshold: 0.05, learningRate: 4e-3, batchSize: 32, steps: steps, seed: 3,
+                            logEvery: 10, checkpointEvery: checkpointEvery, activations: store, dataset: dataset)
     }
 
     @Test func learningRateScheduleMatchesSAELens() throws {
@@ -30,7 +30,7 @@ import Testing
     }
 
     /// Directories interp wrote, as real SAELens loaded them (fixtures/make_sae.py): same latents, same reconstructions.
-    @Test(arguments: ["standard", "topk"])
+    @Test(arguments: ["standard", "topk", "batchtopk", "jumprelu"])
     func interpWrittenDirectoriesMatchSAELensReading(name: String) throws {
         let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/interp-\(name)")
         let outputs = try SafeTensorsFile(path: Fixtures.root + "/sae/interp-\(name)-saelens-outputs.safetensors")
@@ -40,7 +40,7 @@ import Testing
         #expect(sae.config.metadata?.saeLensVersion == "6.0.0")
     }
 
-    @Test(arguments: ["standard", "topk"])
+    @Test(arguments: ["standard", "topk", "batchtopk", "jumprelu"])
     func trainingLowersTheLossAndWritesSAELensFiles(architecture: String) throws {
         let dir = try Fixtures.temporaryDirectory() + "/sae"
         let summary = try SAETrainer(settings: settings(architecture, steps: 200)).train(output: dir, resume: false)
@@ -50,13 +50,47 @@ import Testing
         let losses = try log.map { try JSONValue.parse(Data($0.utf8)).objectValue!["loss"]!.doubleValue! }
         #expect(losses.last! < 0.6 * losses.first!, "loss \(losses.first!) → \(losses.last!)")
         let sae = try SparseAutoencoder.load(directory: dir)
-        #expect(sae.config.architecture == architecture && sae.config.dIn == 24 && sae.config.dSAE == 64)
+        #expect(sae.config.architecture == (architecture == "batchtopk" ? "jumprelu" : architecture) && sae.config.dIn == 24 && sae.config.dSAE == 64)
         let sparsity = try SafeTensorsFile(path: dir + "/sparsity.safetensors").tensor("sparsity")
         #expect(sparsity.shape == [64] && sparsity.scalars.allSatisfy { $0 <= 0 })
         #expect(!FileManager.default.fileExists(atPath: dir + "/checkpoint.safetensors"))
         if architecture == "topk" {   // norms folded in, as SAELens saves TopK SAEs
             #expect(sae.parameters.decoderNorms.allSatisfy { Swift.abs($0 - 1) < 1e-5 })
             #expect(summary.finalL0 == 4)
+        }
+        if architecture == "batchtopk" {   // saved as JumpReLU: norms folded, one learned threshold for every latent
+            #expect(sae.parameters.decoderNorms.allSatisfy { Swift.abs($0 - 1) < 1e-5 })
+            let threshold = sae.parameters.threshold!.scalars
+            #expect(threshold[0] > 0 && threshold.allSatisfy { $0 == threshold[0] })
+            #expect(Swift.abs(summary.finalL0 - 4) < 1e-6)
+        }
+        if architecture == "jumprelu" {
+            let threshold = sae.parameters.threshold!.scalars
+            #expect(threshold.allSatisfy { $0 >= 0 } && Set(threshold).count > 32, "thresholds learned per latent")
+        }
+    }
+
+    struct SimulatedCrash: Error {}
+
+    /// A run stopped after a checkpoint and resumed ends with the same files as an uninterrupted one, bit for bit:
+    /// the checkpoint holds everything (JumpReLU's threshold and its Adam moments, BatchTopK's moving threshold, the
+    /// firing counters that make latents dead, the data order).
+    @Test(arguments: ["standard", "topk", "batchtopk", "jumprelu"])
+    func stoppedAndResumedRunIsBitIdentical(architecture: String) throws {
+        let dir = try Fixtures.temporaryDirectory()
+        var s = settings(architecture, steps: 90, checkpointEvery: 30)
+        s.deadFeatureWindow = 5
+        _ = try SAETrainer(settings: s).train(output: dir + "/full", resume: false)
+        #expect(throws: SimulatedCrash.self) {
+            try SAETrainer(settings: s).train(output: dir + "/stopped", resume: false) { if $0.step == 50 { throw SimulatedCrash() } }
+        }
+        #expect(FileManager.default.fileExists(atPath: dir + "/stopped/checkpoint.safetensors"))
+        let summary = try SAETrainer(settings: s).train(output: dir + "/stopped", resume: true)
+        #expect(summary.resumedFrom == 30)
+        for file in ["sae_weights.safetensors", "sparsity.safetensors", "cfg.json", "train_log.jsonl"] {
+            let a = try String(contentsOfFile: dir + "/full/" + file, encoding: .isoLatin1), b = try String(contentsOfFile: dir + "/stopped/" + file, encoding: .isoLatin1)
+            let strip = { (t: String) in t.replacingOccurrences(of: #",\"tokens_per_second\":\d+"#, with: "", options: .regularExpression) }
+            #expect(strip(a) == strip(b), "\(architecture): \(file)")
         }
     }
 
@@ -85,7 +119,7 @@ import Testing
         #expect(throws: InterpError("training is already complete; nothing to resume", file: dir)) {
             try SAETrainer(settings: settings(steps: 20)).train(output: dir, resume: true)
         }
-        #expect(throws: InterpError("architecture 'gated' is not supported yet (standard, topk)")) { try SAETrainer(settings: settings("gated")) }
+        #expect(throws: InterpError("unknown architecture 'gated' (standard, topk, batchtopk, jumprelu)")) { try SAETrainer(settings: settings("gated")) }
         var big = settings()
         big.batchSize = 1000
         #expect(throws: InterpError.self) { try SAETrainer(settings: big) }
@@ -115,7 +149,7 @@ import Testing
 
 /// `interp sae eval` metrics against the same metrics computed from real SAELens's outputs (fixtures/make_sae.py).
 @Suite struct EvaluationTests {
-    @Test(arguments: ["standard", "topk"])
+    @Test(arguments: ["standard", "topk", "batchtopk", "jumprelu"])
     func metricsMatchSAELensOutputs(name: String) throws {
         let all = try JSONDecoder().decode([String: AnyMetrics].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/interp-written-check.json")))
         guard case .metrics(let expected) = all[name + "_eval"] else { Issue.record("no reference metrics"); return }
@@ -212,10 +246,13 @@ enum AnyMetrics: Decodable {
         #expect(compare(xhatFolded.scalars, xhatScaled.scalars.map { $0 / s }, atol: 1e-5, rtol: 1e-5).passed)
     }
 
-    @Test func trainingWithNormalisationWritesAnUnscaledSAE() throws {
+    /// BatchTopK's threshold lives in scaled units and must be divided by the scale too (SAELens #763): without that
+    /// the saved JumpReLU would keep far fewer or far more latents than k on raw activations.
+    @Test(arguments: ["topk", "batchtopk"])
+    func trainingWithNormalisationWritesAnUnscaledSAE(architecture: String) throws {
         let dir = try Fixtures.temporaryDirectory() + "/sae"
         let reader = try ActivationReader(path: TrainerTests.store, dataset: "activations")
-        var settings = SAETrainingSettings(architecture: "topk", dSAE: 64, k: 4, learningRate: 4e-3, batchSize: 32, steps: 200,
+        var settings = SAETrainingSettings(architecture: architecture, dSAE: 64, k: 4, learningRate: 4e-3, batchSize: 32, steps: 200,
                                            activations: TrainerTests.store, dataset: "activations", normalize: "expected-average")
         let trainer = try SAETrainer(settings: settings)
         let factor = try #require(try trainer.scalingFactor())
@@ -224,6 +261,22 @@ enum AnyMetrics: Decodable {
         // The saved SAE takes raw activations: its explained variance on them is what training saw on scaled ones.
         let eval = try SAEEvaluation.evaluate(try SparseAutoencoder.load(directory: dir), reader: reader)
         #expect(eval.explainedVariance > 0.5 && Swift.abs(eval.explainedVariance - Double(summary.finalExplainedVariance)) < 0.1)
+        // The same activations ×10: training sees the same scaled inputs, so the folded SAE must behave the same on
+        // them (BatchTopK: the threshold divided by the scale, else it keeps ~10× too few latents).
+        let big = try Fixtures.temporaryDirectory() + "/big.h5"
+        do {
+            let file = try HDF5File(creating: big)
+            let dataset = try HDF5Dataset(creating: "activations", in: file, type: .float32, rowShape: [24], chunkRows: 32)
+            let values = try reader.read(rows: 0..<reader.rows).scalars.map { $0 * 10 }
+            try values.withUnsafeBytes { try dataset.append($0.baseAddress!, rows: reader.rows, type: .float32) }
+        }
+        var bigSettings = settings
+        bigSettings.activations = big
+        _ = try SAETrainer(settings: bigSettings).train(output: dir + "-big", resume: false)
+        let bigEval = try SAEEvaluation.evaluate(try SparseAutoencoder.load(directory: dir + "-big"),
+                                                 reader: try ActivationReader(path: big, dataset: "activations"))
+        #expect(Swift.abs(bigEval.l0 - eval.l0) < 0.3, "L0 \(bigEval.l0) on ×10 activations vs \(eval.l0)")
+        #expect(Swift.abs(bigEval.explainedVariance - eval.explainedVariance) < 0.02)
         let cfg = try String(contentsOfFile: dir + "/cfg.json", encoding: .utf8)
         #expect(cfg.contains("\"normalize_activations\":\"none\"") && cfg.contains("\"normalize\":\"expected-average\""))
         settings.normalize = "layer"
