@@ -1,4 +1,6 @@
 import CBLAS
+import Dispatch
+import Foundation
 
 /// Matrix products. `GEMM.multiply` is the only caller of `cblas_sgemm` in interp; `GEMM.naive` is the slow,
 /// obvious reference it is tested against.
@@ -24,6 +26,30 @@ public enum GEMM {
                     a, Int32(max(lda, 1)), b, Int32(max(ldb, 1)), beta, c, Int32(max(ldc, 1)))
     }
 
+    /// `multiply` with the rows of C split across cores, each part a single-threaded BLAS call. Between the big
+    /// products of a training step come long stretches of interp's own parallel code; OpenBLAS's threads, once woken,
+    /// spin for a while after each call and take cores from it. Here they are never woken. Each row of C is computed
+    /// as a single call would compute it.
+    public static func multiplySplittingRows(
+        m: Int, n: Int, k: Int,
+        _ a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
+        _ b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
+        _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        alpha: Float = 1, beta: Float = 0
+    ) {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let parts = max(1, min(cores, m / 64))
+        let saved = openblas_get_num_threads()
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(saved) }
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let start = m * part / parts, end = m * (part + 1) / parts
+            guard end > start else { return }
+            multiply(m: end - start, n: n, k: k, transposeA ? a + start : a + start * lda, lda: lda, transposeA: transposeA,
+                     b, ldb: ldb, transposeB: transposeB, c + start * ldc, ldc: ldc, alpha: alpha, beta: beta)
+        }
+    }
+
     /// Triple loop with a Double accumulator.
     public static func naive(
         m: Int, n: Int, k: Int,
@@ -46,13 +72,13 @@ public enum GEMM {
         }
     }
 
-    /// `sums[j] = Σ_r a[r, j]` for `a [rows × cols]`, as a product with a row of ones (multithreaded in BLAS).
+    /// `sums[j] = Σ_r a[r, j]` for `a [rows × cols]`, rows added in order, columns split across cores.
     /// `sums` is overwritten unless `accumulate`.
     public static func columnSums(_ a: UnsafePointer<Float>, rows: Int, cols: Int, into sums: UnsafeMutablePointer<Float>,
                                   accumulate: Bool = false) {
-        let ones = [Float](repeating: 1, count: max(rows, 1))
-        ones.withUnsafeBufferPointer { ones in
-            multiply(m: 1, n: cols, k: rows, ones.baseAddress!, lda: rows, a, ldb: cols, sums, ldc: cols, beta: accumulate ? 1 : 0)
+        if !accumulate { sums.update(repeating: 0, count: cols) }
+        parallelChunks(cols, minimumChunk: 256) { range in
+            for r in 0..<rows { vectorAddScaled(sums + range.lowerBound, 1, a + r * cols + range.lowerBound, range.count) }
         }
     }
 

@@ -19,10 +19,10 @@ public enum BatchTopKSAE {
         func tieQuota(forRowsBefore row: Int) -> Int { max(0, ties - tiesBefore[row]) }
     }
 
-    /// The cutoff keeping the `n` largest positive `h = pre·n_i` of `pre [rows × cols]`, by a two-pass radix select on
+    /// The cutoff keeping the `n` largest positive `h = (pre + bias_i)·n_i` of `pre [rows × cols]`, by a two-pass radix select on
     /// the float bits (non-negative floats order as their bit patterns): one histogram of the high 16 bits, one of
     /// the low 16 bits inside the bin holding the n-th largest.
-    static func cutoff(pre: UnsafePointer<Float>, norms: UnsafePointer<Float>, rows: Int, cols: Int, count n: Int) -> Cutoff {
+    static func cutoff(pre: UnsafePointer<Float>, bias: UnsafePointer<Float>, norms: UnsafePointer<Float>, rows: Int, cols: Int, count n: Int) -> Cutoff {
         guard n > 0 else { return Cutoff(value: .infinity, allTies: false, ties: 0, tiesBefore: [Int](repeating: 0, count: rows + 1)) }
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, rows / 64))
         func histogram(_ key: @escaping (UInt32) -> Int?) -> [Int] {
@@ -35,7 +35,7 @@ public enum BatchTopKSAE {
                         for r in (rows * w / workers)..<(rows * (w + 1) / workers) {
                             let row = pre + r * cols
                             for i in 0..<cols {
-                                let h = row[i] * norms[i]
+                                let h = (row[i] + bias[i]) * norms[i]
                                 if h > 0, let k = key(h.bitPattern) { bins[k] += 1 }
                             }
                         }
@@ -62,7 +62,7 @@ public enum BatchTopKSAE {
         var before = [Int](repeating: 0, count: rows + 1)
         for r in 0..<rows {
             var t = 0
-            for i in 0..<cols where pre[r * cols + i] * norms[i] == value { t += 1 }
+            for i in 0..<cols where (pre[r * cols + i] + bias[i]) * norms[i] == value { t += 1 }
             before[r + 1] = before[r] + t
         }
         return Cutoff(value: value, allTies: false, ties: ties, tiesBefore: before)

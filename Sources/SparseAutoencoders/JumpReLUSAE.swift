@@ -70,7 +70,7 @@ public enum JumpReLUSAE {
             centred.update(from: xs, count: B * D)
             if o.applyBDecToInput { for b in 0..<B { for j in 0..<D { centred[b * D + j] -= bDec[j] } } }
             for b in 0..<B { (pre + b * S).update(from: bEnc.baseAddress!, count: S) }
-            GEMM.multiply(m: B, n: S, k: D, centred, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+            GEMM.multiplySplittingRows(m: B, n: S, k: D, centred, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
             z.update(repeating: 0, count: B * S)
             gWDec.update(repeating: 0, count: S * D)
             privateDecoder.update(repeating: 0, count: (workers - 1) * S * D)
@@ -139,9 +139,10 @@ public enum JumpReLUSAE {
                 for j in 0..<D { gBDec[j] += small[2 * S + j] }
             }
             if o.applyBDecToInput {
+                let wEnc = wEnc.baseAddress!
                 gBEnc.withUnsafeBufferPointer { gBEnc in gBDec.withUnsafeMutableBufferPointer { gBDec in
-                    GEMM.multiply(m: D, n: 1, k: S, wEnc.baseAddress!, lda: S, gBEnc.baseAddress!, ldb: 1, gBDec.baseAddress!, ldc: 1,
-                                  alpha: -1, beta: 1)
+                    let gBEnc = gBEnc.baseAddress!, gBDec = gBDec.baseAddress!
+                    parallelChunks(D, minimumChunk: 64) { range in for j in range { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) } }
                 } }
             }
         } } } } } } } } } } }

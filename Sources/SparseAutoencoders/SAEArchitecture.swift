@@ -34,6 +34,8 @@ public enum SAEArchitecture: Equatable, Sendable {
         var reconstruction: Tensor
         var gradients: SAEParameters
         var minPositive: Float
+        /// Rows in which each latent fired, if the step counted them (else they are counted from `featureActs`).
+        var firingCounts: [Float]? = nil
     }
 
     /// SAELens's CoefficientScheduler: at step t the coefficient is final · min(t / warmUp, 1), so 0 at step 0.
@@ -51,11 +53,13 @@ public enum SAEArchitecture: Equatable, Sendable {
         case let .topK(k, aux):
             let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: aux), deadMask: deadMask, workspace: workspace)
             return Step(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive)
+                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
+                        firingCounts: r.firingCounts)
         case let .batchTopK(k, aux):
             let r = TopKSAE.lossAndGradients(p, x: x, options: .batchTopK(k: k, auxCoefficient: aux), deadMask: deadMask, workspace: workspace)
             return Step(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive)
+                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
+                        firingCounts: r.firingCounts)
         case let .jumpReLU(l0, warmUp, bandwidth):
             let o = JumpReLUSAE.Options(bandwidth: bandwidth, l0Coefficient: Self.warmedUp(l0, steps: warmUp, at: step))
             let r = JumpReLUSAE.lossAndGradients(p, x: x, options: o, workspace: workspace)

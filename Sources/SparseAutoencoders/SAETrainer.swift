@@ -190,6 +190,8 @@ public final class SAETrainer {
         let batches = try BatchIterator(reader: reader, options: .init(batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
                                                                         epochs: Int.max, keepLastPartialBatch: false))
         for _ in 0..<state.step { _ = try batches.next() }    // replay the shuffled order up to the checkpoint
+        let prefetcher = PrefetchingBatches(batches)          // the next batch is read while a step computes
+        defer { prefetcher.stop() }
         guard let log = FileHandle(forWritingAtPath: logPath) else { throw InterpError("cannot open the training log", file: logPath) }
         defer { try? log.close() }
         try log.seekToEnd()
@@ -197,7 +199,7 @@ public final class SAETrainer {
         var last = (ev: Float.nan, l0: Float.nan)
         let workspace = SAEWorkspace()
         while state.step < settings.steps {
-            guard let batch = try batches.next() else { break }
+            guard let batch = try prefetcher.next() else { break }
             var x = batch.values
             if let scale { x.withUnsafeMutableBufferPointer { for k in $0.indices { $0[k] *= scale } } }
             let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
@@ -207,19 +209,21 @@ public final class SAETrainer {
             }
             let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead, workspace: workspace)
             let loss = result.losses.values.reduce(0, +)
-            guard loss.isFinite, AdamOptimizer.globalNorm(result.gradients).isFinite else {
+            let gradientNorm = AdamOptimizer.globalNorm(result.gradients)
+            guard loss.isFinite, gradientNorm.isFinite else {
                 throw InterpError("training diverged at step \(state.step): the loss or a gradient is not finite; the last checkpoint is intact (lower --lr)", file: output)
             }
             // Firing statistics, as SAELens keeps them.
             let S = settings.dSAE, B = x.shape[0]
-            let active = Self.countFirings(result.featureActs, rows: B, width: S, firings: &state.firings, sinceFired: &state.sinceFired)
+            let counts = result.firingCounts ?? Self.firingCounts(result.featureActs, rows: B, width: S)
+            let active = Self.recordFirings(counts, firings: &state.firings, sinceFired: &state.sinceFired)
             state.samples += B
             if case .batchTopK = architecture {
                 state.topkThreshold = BatchTopKSAE.updatedThreshold(state.topkThreshold, minPositive: result.minPositive,
                                                                     learningRate: settings.thresholdRate)
             }
             state.adam.learningRate = settings.learningRate(at: state.step)
-            state.adam.update(&state.parameters, gradients: result.gradients)
+            state.adam.update(&state.parameters, gradients: result.gradients, norm: gradientNorm)
             state.step += 1
 
             if state.step % max(settings.logEvery, 1) == 0 || state.step == settings.steps {
@@ -243,6 +247,7 @@ public final class SAETrainer {
                 try saveCheckpoint(state, to: checkpointPath)
             }
         }
+        prefetcher.stop()
         try log.synchronize()
         if let scale {
             Self.foldScaling(&state.parameters, by: scale)
@@ -275,9 +280,8 @@ public final class SAETrainer {
         p.bDec.scalars = p.bDec.scalars.map { $0 / s }
     }
 
-    /// Adds each latent's firings in `acts [rows, width]` to `firings`, resets `sinceFired` for latents that fired and
-    /// counts one more step for the others. Returns the number of non-zero activations.
-    static func countFirings(_ acts: Tensor, rows: Int, width: Int, firings: inout [Float], sinceFired: inout [Float]) -> Int {
+    /// Rows of `acts [rows, width]` in which each latent is non-zero.
+    static func firingCounts(_ acts: Tensor, rows: Int, width: Int) -> [Float] {
         var fired = [Float](repeating: 0, count: width)
         acts.withUnsafeBufferPointer { a in
             fired.withUnsafeMutableBufferPointer { f in
@@ -287,8 +291,14 @@ public final class SAETrainer {
                 }
             }
         }
+        return fired
+    }
+
+    /// Adds a step's firing counts to `firings`, resets `sinceFired` for latents that fired and counts one more step
+    /// for the others. Returns the number of non-zero activations.
+    static func recordFirings(_ fired: [Float], firings: inout [Float], sinceFired: inout [Float]) -> Int {
         var active = 0
-        for i in 0..<width {
+        for i in fired.indices {
             firings[i] += fired[i]
             active += Int(fired[i])
             sinceFired[i] = fired[i] > 0 ? 0 : sinceFired[i] + 1

@@ -5,13 +5,34 @@ public final class SAEWorkspace {
     var centred: [Float] = [], pre: [Float] = [], xhat: [Float] = [], g: [Float] = [], dCentred: [Float] = []
     var dz: [Float] = [], z: [Float] = [], gWEnc: [Float] = [], gWDec: [Float] = []
     private var scratch: [Scratch: (pointer: UnsafeMutablePointer<Float>, capacity: Int)] = [:]
+    private var indexScratch: [Scratch: (pointer: UnsafeMutablePointer<Int32>, capacity: Int)] = [:]
+    /// One list of sparse-code entries per worker.
+    var entryLists: [SparseEntryList] = []
 
     /// Internal buffers that never leave a step (no result shares them).
-    enum Scratch: Hashable { case centred, pre, g, privateDecoder, privateEncoderT, privateSmall }
+    enum Scratch: Hashable { case centred, pre, g, auxGradient, encoderT, privateDecoder, privateEncoderT, privateSmall, entryValues, entryRows, offsets, cursor }
 
     public init() {}
 
-    deinit { for (_, buffer) in scratch { buffer.pointer.deallocate() } }
+    deinit {
+        for (_, buffer) in scratch { buffer.pointer.deallocate() }
+        for (_, buffer) in indexScratch { buffer.pointer.deallocate() }
+    }
+
+    func entryLists(_ count: Int) -> [SparseEntryList] {
+        while entryLists.count < count { entryLists.append(SparseEntryList()) }
+        for list in entryLists { list.count = 0 }
+        return Array(entryLists.prefix(count))
+    }
+
+    /// Like `scratch`, for indices.
+    func indexScratch(_ key: Scratch, count: Int) -> UnsafeMutablePointer<Int32> {
+        if let buffer = indexScratch[key], buffer.capacity >= count { return buffer.pointer }
+        indexScratch[key]?.pointer.deallocate()
+        let pointer = UnsafeMutablePointer<Int32>.allocate(capacity: max(count, 1))
+        indexScratch[key] = (pointer, max(count, 1))
+        return pointer
+    }
 
     func prepare(rows: Int, dIn: Int, dSAE: Int) {
         func size(_ a: inout [Float], _ n: Int) { if a.count != n { a = [Float](repeating: 0, count: n) } }
@@ -46,5 +67,35 @@ public final class SAEWorkspace {
         let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
         scratch[key] = (pointer, max(count, 1))
         return pointer
+    }
+}
+
+/// A growable list of (row, latent, value) entries of a sparse code, kept across steps.
+final class SparseEntryList: @unchecked Sendable {
+    private(set) var rows = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    private(set) var latents = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    private(set) var values = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var count = 0
+    private var capacity = 1
+
+    deinit { rows.deallocate(); latents.deallocate(); values.deallocate() }
+
+    @inline(__always)
+    func append(row: Int32, latent: Int32, value: Float) {
+        if count == capacity { grow() }
+        rows[count] = row; latents[count] = latent; values[count] = value
+        count += 1
+    }
+
+    private func grow() {
+        let newCapacity = capacity * 2
+        func moved<T>(_ old: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<T> {
+            let new = UnsafeMutablePointer<T>.allocate(capacity: newCapacity)
+            new.moveInitialize(from: old, count: count)
+            old.deallocate()
+            return new
+        }
+        rows = moved(rows); latents = moved(latents); values = moved(values)
+        capacity = newCapacity
     }
 }

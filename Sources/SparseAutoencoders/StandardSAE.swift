@@ -49,34 +49,37 @@ public enum StandardSAE {
             // Encoder: centred input, pre-activations, ReLU kept in `dz` as z for now.
             if applyBDecToInput { for b in 0..<B { for j in 0..<D { c[b * D + j] -= bDec[j] } } }
             for b in 0..<B { (pre + b * S).update(from: bEnc, count: S) }
-            GEMM.multiply(m: B, n: S, k: D, c, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+            GEMM.multiplySplittingRows(m: B, n: S, k: D, c, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
             let zp = zBuffer
             parallelChunks(B * S, minimumChunk: 1 << 16) { range in for k in range { zp[k] = pre[k] > 0 ? pre[k] : 0 } }
             let z = UnsafePointer(zp)
             columnSums.withUnsafeMutableBufferPointer { GEMM.columnSums(z, rows: B, cols: S, into: $0.baseAddress!) }
             // Decoder.
             for b in 0..<B { (xhat + b * D).update(from: bDec, count: D) }
-            GEMM.multiply(m: B, n: D, k: S, z, lda: S, wDec.baseAddress!, ldb: D, xhat, ldc: D, beta: 1)
+            GEMM.multiplySplittingRows(m: B, n: D, k: S, z, lda: S, wDec.baseAddress!, ldb: D, xhat, ldc: D, beta: 1)
             for k in 0..<(B * D) {
                 let r = xhat[k] - xs[k]
                 squared += Double(r) * Double(r)
                 g[k] = 2 * r * invB
             }
             // ∂L/∂W_dec from the reconstruction.
-            GEMM.multiply(m: S, n: D, k: B, z, lda: S, transposeA: true, g, ldb: D, gWDec.baseAddress!, ldc: D)
+            GEMM.multiplySplittingRows(m: S, n: D, k: B, z, lda: S, transposeA: true, g, ldb: D, gWDec.baseAddress!, ldc: D)
             // ∂L/∂z = G·W_decᵀ + l1·n/B, masked by the ReLU.
             let l1Row = norms.map { l1Scale * $0 }
             parallelChunks(B, minimumChunk: 64) { range in for b in range { (dz + b * S).update(from: l1Row, count: S) } }
-            GEMM.multiply(m: B, n: S, k: D, g, lda: D, wDec.baseAddress!, ldb: D, transposeB: true, dz, ldc: S, beta: 1)
+            GEMM.multiplySplittingRows(m: B, n: S, k: D, g, lda: D, wDec.baseAddress!, ldb: D, transposeB: true, dz, ldc: S, beta: 1)
             parallelChunks(B * S, minimumChunk: 1 << 16) { range in for k in range where !(pre[k] > 0) { dz[k] = 0 } }
-            GEMM.multiply(m: D, n: S, k: B, c, lda: D, transposeA: true, dz, ldb: S, gWEnc.baseAddress!, ldc: S)
+            GEMM.multiplySplittingRows(m: D, n: S, k: B, c, lda: D, transposeA: true, dz, ldb: S, gWEnc.baseAddress!, ldc: S)
             gBEnc.withUnsafeMutableBufferPointer { GEMM.columnSums(dz, rows: B, cols: S, into: $0.baseAddress!) }
             gBDec.withUnsafeMutableBufferPointer { GEMM.columnSums(g, rows: B, cols: D, into: $0.baseAddress!) }
             if applyBDecToInput {
                 // ∂L/∂b_dec through the input: −Σ_b (dz·W_encᵀ)_b.
-                let dc = dCentred.baseAddress!
-                GEMM.multiply(m: B, n: D, k: S, dz, lda: S, wEnc.baseAddress!, ldb: S, transposeB: true, dc, ldc: D)
-                for b in 0..<B { let row = dc + b * D; for j in 0..<D { gBDec[j] -= row[j] } }
+                // = −W_enc·∂b_enc, since Σ_b dz_b = ∂b_enc: a matrix-vector product instead of a matrix product.
+                let wEnc = wEnc.baseAddress!
+                gBEnc.withUnsafeBufferPointer { gBEnc in
+                    let gBEnc = gBEnc.baseAddress!
+                    for j in 0..<D { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) }
+                }
             }
             // L1 through the decoder norms.
             for i in 0..<S where norms[i] > 0 {

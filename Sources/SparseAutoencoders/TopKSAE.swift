@@ -42,6 +42,8 @@ public enum TopKSAE {
         public var gradients: SAEParameters
         /// The smallest non-zero activation (BatchTopK's threshold follows it); infinity if none fired.
         public var minPositive: Float = .infinity
+        /// Rows in which each latent fired, when the step counted them.
+        public var firingCounts: [Float]? = nil
     }
 
     /// Reference: every product dense (six GEMMs). `lossAndGradients` must agree with it.
@@ -175,9 +177,12 @@ public enum TopKSAE {
     }
 
     /// The fast path. Only the encoder forward is a dense product; everything after it touches the selected latents
-    /// only (k per row for TopK, k·B over the batch for BatchTopK, plus the AuxK latents): the reconstruction,
-    /// ∂W_dec, ∂z, and the encoder's backward (∂W_enc as rows of its transpose, ∂b_enc, and ∂b_dec through the input as
-    /// `−W_enc·∂b_enc`). With decoder-norm rescaling the norm cancels in `(pre·n)/n`, so its gradient terms sum to zero
+    /// only (k per row for TopK, k·B over the batch for BatchTopK, plus the AuxK latents), in two passes:
+    /// rows (in parallel): select, reconstruct from the selected decoder rows, and the loss gradient `g_b`;
+    /// then latents (in parallel, each latent's entries gathered by a counting sort): `∂W_dec,i = Σ a_bi·g_b`,
+    /// `∂pre_bi = g_b·W_dec,i`, `∂W_enc[:, i] = Σ ∂pre_bi·c_b`, `∂b_enc,i = Σ ∂pre_bi`, each row of each gradient
+    /// written once (no scattered updates, no per-worker copies to add up). `∂b_dec` through the input is
+    /// `−W_enc·∂b_enc`. With decoder-norm rescaling the norm cancels in `(pre·n)/n`, so its gradient terms sum to zero
     /// and the decoder coefficients are the raw pre-activations; `denseReference` keeps every term.
     public static func lossAndGradients(_ p: SAEParameters, x: Tensor, options o: Options, deadMask: [Bool]?,
                                         workspace: SAEWorkspace = SAEWorkspace()) -> StepResult {
@@ -188,54 +193,54 @@ public enum TopKSAE {
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
         var z = w.take(\.z, count: B * S), xhat = w.take(\.xhat, count: B * D)
         var gWEnc = w.take(\.gWEnc, count: D * S), gWDec = w.take(\.gWDec, count: S * D)
-        let centred = w.scratch(.centred, count: B * D), pre = w.scratch(.pre, count: B * S), g = w.scratch(.g, count: B * D)
-        let privateDecoder = w.scratch(.privateDecoder, count: (workers - 1) * S * D)
-        let privateEncoderT = w.scratch(.privateEncoderT, count: workers * S * D)
-        let smallStride = 2 * S + 3 * D
-        let privateSmall = w.scratch(.privateSmall, count: workers * smallStride)
-        var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
         let dead = deadMask.map { mask in mask.filter { $0 }.count } ?? 0
         let half = D / 2
         let kAux = min(half, dead)
         let auxWeight = o.auxCoefficient * (dead > 0 ? min(Float(dead) / Float(half), 1) : 0)
+        let centred = w.scratch(.centred, count: B * D), pre = w.scratch(.pre, count: B * S), g = w.scratch(.g, count: B * D)
+        let ga = w.scratch(.auxGradient, count: kAux > 0 ? B * D : 1)
+        let gWEncT = w.scratch(.encoderT, count: S * D)
+        let smallStride = S + 2 * D
+        let privateSmall = w.scratch(.privateSmall, count: workers * smallStride)
+        let lists = w.entryLists(workers)
+        var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
+        var fired = [Float](repeating: 0, count: S)
         var sums = [Double](repeating: 0, count: 3 * workers)
         z.withUnsafeMutableBufferPointer { z in xhat.withUnsafeMutableBufferPointer { xhat in
         gWEnc.withUnsafeMutableBufferPointer { gWEnc in gWDec.withUnsafeMutableBufferPointer { gWDec in
-        sums.withUnsafeMutableBufferPointer { sums in
+        sums.withUnsafeMutableBufferPointer { sums in gBEnc.withUnsafeMutableBufferPointer { gBEnc in
+        fired.withUnsafeMutableBufferPointer { fired in
         x.withUnsafeBufferPointer { xs in p.wEnc.withUnsafeBufferPointer { wEnc in p.wDec.withUnsafeBufferPointer { wDec in
         p.bEnc.withUnsafeBufferPointer { bEnc in p.bDec.withUnsafeBufferPointer { bDec in norms.withUnsafeBufferPointer { norms in
         (deadMask ?? []).withUnsafeBufferPointer { deadMask in
             let z = z.baseAddress!, xhat = xhat.baseAddress!, gWDec = gWDec.baseAddress!, sums = sums.baseAddress!
             let xs = xs.baseAddress!, wDec = wDec.baseAddress!, norms = norms.baseAddress!, bDec = bDec.baseAddress!
+            let bEnc = bEnc.baseAddress!, gBEnc = gBEnc.baseAddress!, fired = fired.baseAddress!
             let deadMask = deadMask.baseAddress
             centred.update(from: xs, count: B * D)
             if o.applyBDecToInput { for b in 0..<B { for j in 0..<D { centred[b * D + j] -= bDec[j] } } }
-            for b in 0..<B { (pre + b * S).update(from: bEnc.baseAddress!, count: S) }
-            GEMM.multiply(m: B, n: S, k: D, centred, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
-            let cutoff = o.batchK.map { BatchTopKSAE.cutoff(pre: pre, norms: norms, rows: B, cols: S, count: Int($0 * Double(B))) }
-            z.update(repeating: 0, count: B * S)
-            gWDec.update(repeating: 0, count: S * D)
-            privateDecoder.update(repeating: 0, count: (workers - 1) * S * D)
-            privateEncoderT.update(repeating: 0, count: workers * S * D)
-            privateSmall.update(repeating: 0, count: workers * smallStride)
-            // Rows are independent except for sums over rows into latent-indexed gradients: each worker keeps its own
-            // ∂W_dec, ∂W_encᵀ, ∂b_enc, ∂b_dec and loss sums, added together afterwards.
+            // pre = centred·W_enc; b_enc is added where pre is read.
+            GEMM.multiplySplittingRows(m: B, n: S, k: D, centred, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S)
+            let cutoff = o.batchK.map { BatchTopKSAE.cutoff(pre: pre, bias: bEnc, norms: norms, rows: B, cols: S, count: Int($0 * Double(B))) }
+
+            // Pass 1, rows: selection, reconstruction, g_b (and the AuxK gradient), entries (row, latent, coefficient);
+            // AuxK entries carry the row as −(b + 1).
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                let gWDec = worker == 0 ? gWDec : privateDecoder + (worker - 1) * S * D
-                let gWEncT = privateEncoderT + worker * S * D
+                let list = lists[worker]
                 let small = privateSmall + worker * smallStride
-                let gBEnc = small, hidden = small + S, gBDec = small + 2 * S, auxRecon = gBDec + D, ga = auxRecon + D
+                let hidden = small, gBDec = small + S, auxRecon = gBDec + D
+                gBDec.update(repeating: 0, count: D)
                 let capacity = max(min(S, o.batchK == nil ? o.k : S), kAux, 1)
                 let chosen = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
                 let heapValues = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
                 defer { chosen.deallocate(); heapValues.deallocate() }
                 var squared = 0.0, auxSquared = 0.0, minPositive = Float.infinity
-                var tiesLeft = cutoff?.ties ?? 0
                 let rows = (B * worker / workers)..<(B * (worker + 1) / workers)
-                if let cutoff, !cutoff.allTies { tiesLeft = cutoff.tieQuota(forRowsBefore: rows.lowerBound) }
+                var tiesLeft = cutoff.map { $0.allTies ? $0.ties : $0.tieQuota(forRowsBefore: rows.lowerBound) } ?? 0
                 for b in rows {
-                    let preRow = pre + b * S, c = centred + b * D, xRow = xs + b * D
-                    for i in 0..<S { hidden[i] = preRow[i] * norms[i] }
+                    let preRow = pre + b * S, xRow = xs + b * D, zRow = z + b * S
+                    for i in 0..<S { hidden[i] = (preRow[i] + bEnc[i]) * norms[i] }
+                    zRow.update(repeating: 0, count: S)
                     var count = 0
                     if let cutoff {
                         for i in 0..<S {
@@ -252,15 +257,14 @@ public enum TopKSAE {
                     // x̂_b = b_dec + Σ (z_i / n_i)·W_dec,i over the active latents, where z_i / n_i = pre_i.
                     let out = xhat + b * D
                     out.update(from: bDec, count: D)
-                    var active = 0
                     for t in 0..<count {
                         let i = chosen[t], h = hidden[i]
                         guard h > 0 else { continue }
-                        z[b * S + i] = h
+                        let a = preRow[i] + bEnc[i]
+                        zRow[i] = h
                         minPositive = min(minPositive, h)
-                        vectorAddScaled(out, preRow[i], wDec + i * D, D)
-                        chosen[active] = i
-                        active += 1
+                        vectorAddScaled(out, a, wDec + i * D, D)
+                        list.append(row: Int32(b), latent: Int32(i), value: a)
                     }
                     let gRow = g + b * D
                     for j in 0..<D {
@@ -269,51 +273,88 @@ public enum TopKSAE {
                         gRow[j] = 2 * r * invB
                         gBDec[j] += gRow[j]
                     }
-                    for t in 0..<active {
-                        let i = chosen[t]
-                        let dPre = vectorAddScaledAndDot(gWDec + i * D, preRow[i], gRow, dot: wDec + i * D, D)
-                        vectorAddScaled(gWEncT + i * D, dPre, c, D)
-                        gBEnc[i] += dPre
-                    }
                     // AuxK: the dead latents' largest pre-activations fit the (constant) residual.
                     guard let deadMask, kAux > 0 else { continue }
                     let auxCount = selectLargest(hidden, count: S, k: kAux, allowed: deadMask, values: heapValues, indices: chosen)
                     auxRecon.update(repeating: 0, count: D)
-                    for t in 0..<auxCount { let i = chosen[t]; vectorAddScaled(auxRecon, preRow[i], wDec + i * D, D) }
+                    for t in 0..<auxCount {
+                        let i = chosen[t], a = preRow[i] + bEnc[i]
+                        vectorAddScaled(auxRecon, a, wDec + i * D, D)
+                        list.append(row: Int32(-(b + 1)), latent: Int32(i), value: a)
+                    }
+                    let gaRow = ga + b * D
                     for j in 0..<D {
                         let e = auxRecon[j] - (xRow[j] - out[j])
                         auxSquared += Double(e) * Double(e)
-                        ga[j] = auxWeight * 2 * e * invB
-                    }
-                    for t in 0..<auxCount {
-                        let i = chosen[t]
-                        let dPre = vectorAddScaledAndDot(gWDec + i * D, preRow[i], ga, dot: wDec + i * D, D)
-                        vectorAddScaled(gWEncT + i * D, dPre, c, D)
-                        gBEnc[i] += dPre
+                        gaRow[j] = auxWeight * 2 * e * invB
                     }
                 }
                 sums[3 * worker] = squared
                 sums[3 * worker + 1] = auxSquared
                 sums[3 * worker + 2] = Double(minPositive)
             }
-            for w in 1..<max(workers, 1) {
-                vectorAddScaled(gWDec, 1, privateDecoder + (w - 1) * S * D, S * D)
-                vectorAddScaled(privateEncoderT, 1, privateEncoderT + w * S * D, S * D)
+
+            // Gather the entries by latent (a counting sort, stable in row order).
+            let offsets = w.indexScratch(.offsets, count: S + 1)
+            offsets.update(repeating: 0, count: S + 1)
+            var total = 0
+            for list in lists {
+                for e in 0..<list.count { offsets[Int(list.latents[e]) + 1] += 1 }
+                total += list.count
             }
-            transpose(privateEncoderT, rows: S, cols: D, into: gWEnc.baseAddress!)
-            for w in 0..<workers {
-                let small = privateSmall + w * smallStride
-                for i in 0..<S { gBEnc[i] += small[i] }
-                for j in 0..<D { gBDec[j] += small[2 * S + j] }
+            for i in 0..<S { offsets[i + 1] += offsets[i] }
+            let entryRows = w.indexScratch(.entryRows, count: total)
+            let entryValues = w.scratch(.entryValues, count: total)
+            let cursor = w.indexScratch(.cursor, count: S)
+            cursor.update(from: offsets, count: S)
+            for list in lists {
+                for e in 0..<list.count {
+                    let i = Int(list.latents[e]), slot = Int(cursor[i])
+                    entryRows[slot] = list.rows[e]
+                    entryValues[slot] = list.values[e]
+                    cursor[i] += 1
+                }
+            }
+
+            // Pass 2, latents: each latent's gradient rows accumulated in place, written once.
+            let chunks = min(S, workers * 16)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let accDec = UnsafeMutablePointer<Float>.allocate(capacity: 2 * D)
+                defer { accDec.deallocate() }
+                let accEnc = accDec + D
+                for i in (S * chunk / chunks)..<(S * (chunk + 1) / chunks) {
+                    let wRow = wDec + i * D
+                    accDec.update(repeating: 0, count: 2 * D)
+                    var bias: Float = 0, count: Float = 0
+                    for e in Int(offsets[i])..<Int(offsets[i + 1]) {
+                        let r = Int(entryRows[e]), aux = r < 0, b = aux ? -r - 1 : r
+                        let gRow = (aux ? ga : g) + b * D
+                        let dPre = vectorAddScaledAndDot(accDec, entryValues[e], gRow, dot: wRow, D)
+                        vectorAddScaled(accEnc, dPre, centred + b * D, D)
+                        bias += dPre
+                        if !aux { count += 1 }
+                    }
+                    (gWDec + i * D).update(from: accDec, count: D)
+                    (gWEncT + i * D).update(from: accEnc, count: D)
+                    gBEnc[i] = bias
+                    fired[i] = count
+                }
+            }
+            let gWEncOut = gWEnc.baseAddress!
+            parallelChunks(D, minimumChunk: 32) { range in transpose(gWEncT, rows: S, cols: D, columns: range, into: gWEncOut) }
+            for worker in 0..<workers {
+                let small = privateSmall + worker * smallStride
+                for j in 0..<D { gBDec[j] += small[S + j] }
             }
             if o.applyBDecToInput {
                 // ∂L/∂b_dec through the centred input: −Σ_b ∂pre_b·W_encᵀ = −W_enc·∂b_enc.
-                gBEnc.withUnsafeBufferPointer { gBEnc in gBDec.withUnsafeMutableBufferPointer { gBDec in
-                    GEMM.multiply(m: D, n: 1, k: S, wEnc.baseAddress!, lda: S, gBEnc.baseAddress!, ldb: 1, gBDec.baseAddress!, ldc: 1,
-                                  alpha: -1, beta: 1)
-                } }
+                let wEnc = wEnc.baseAddress!
+                gBDec.withUnsafeMutableBufferPointer { gBDec in
+                    let gBDec = gBDec.baseAddress!
+                    parallelChunks(D, minimumChunk: 64) { range in for j in range { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) } }
+                }
             }
-        } } } } } } } } } } } }
+        } } } } } } } } } } } } } }
         var squared = 0.0, auxSquared = 0.0, minPositive = Double.infinity
         for w in 0..<workers {
             squared += sums[3 * w]
@@ -324,7 +365,8 @@ public enum TopKSAE {
         let grads = SAEParameters(wEnc: Tensor(shape: [D, S], scalars: gWEnc), bEnc: Tensor(shape: [S], scalars: gBEnc),
                                   wDec: Tensor(shape: [S, D], scalars: gWDec), bDec: Tensor(shape: [D], scalars: gBDec))
         let result = StepResult(mse: Float(squared / Double(B)), aux: aux, featureActs: Tensor(shape: [B, S], scalars: z),
-                                reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads, minPositive: Float(minPositive))
+                                reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads,
+                                minPositive: Float(minPositive), firingCounts: fired)
         w.z = z; w.xhat = xhat; w.gWEnc = gWEnc; w.gWDec = gWDec
         return result
     }
@@ -365,13 +407,14 @@ public enum TopKSAE {
         return size
     }
 
-    /// `out[c, r] = a[r, c]` for `a [rows × cols]`, in cache-sized tiles.
-    static func transpose(_ a: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+    /// `out[c, r] = a[r, c]` for `a [rows × cols]` and the given columns of `a`, in cache-sized tiles.
+    static func transpose(_ a: UnsafePointer<Float>, rows: Int, cols: Int, columns: Range<Int>? = nil, into out: UnsafeMutablePointer<Float>) {
         let tile = 32
+        let columns = columns ?? 0..<cols
         for r0 in stride(from: 0, to: rows, by: tile) {
-            for c0 in stride(from: 0, to: cols, by: tile) {
+            for c0 in stride(from: columns.lowerBound, to: columns.upperBound, by: tile) {
                 for r in r0..<min(r0 + tile, rows) {
-                    for c in c0..<min(c0 + tile, cols) { out[c * rows + r] = a[r * cols + c] }
+                    for c in c0..<min(c0 + tile, columns.upperBound) { out[c * rows + r] = a[r * cols + c] }
                 }
             }
         }

@@ -109,6 +109,19 @@ import Testing
         }
     }
 
+    /// Prefetching on a background thread serves exactly the iterator's batches, in order, and then ends.
+    @Test func prefetchingServesTheSameBatches() throws {
+        let options = BatchIterator.Options(batchSize: 32, shuffle: true, seed: 5, epochs: 2, bufferChunks: 2)
+        let direct = try collect(options).batches
+        let reader = try ActivationReader(path: StoreReadingTests.h5py, dataset: "activations")
+        let prefetcher = PrefetchingBatches(try BatchIterator(reader: reader, options: options))
+        var fetched: [Tensor] = []
+        while let batch = try prefetcher.next() { fetched.append(batch.values) }
+        #expect(fetched == direct && fetched.count == 20)
+        #expect(try prefetcher.next() == nil)
+        prefetcher.stop()
+    }
+
     @Test func sameSeedSameOrder() throws {
         let a = try collect(.init(batchSize: 50, seed: 3, epochs: 1)).epochs
         let b = try collect(.init(batchSize: 50, seed: 3, epochs: 1)).epochs
