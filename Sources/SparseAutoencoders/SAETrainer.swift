@@ -34,12 +34,16 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
     /// "none", or "expected-average": inputs scaled by √d_in / mean‖x‖ during training, folded into the weights at the end
     /// (SAELens's `expected_average_only_in`).
     public var normalize: String
+    /// "default" (SAELens's Kaiming-uniform decoder rows), or "subspace": rows drawn in the principal subspace
+    /// covering 99% of the variance of a sample of the activations.
+    public var initialization: String
 
     public init(architecture: String, dSAE: Int, k: Double? = nil, l1Coefficient: Float = 1, l1WarmUpSteps: Int = 0,
                 auxCoefficient: Float = 1, l0Coefficient: Float = 1, l0WarmUpSteps: Int = 0, bandwidth: Float = 0.05,
                 initialThreshold: Float = 0.01, thresholdRate: Double = 0.01, learningRate: Float = 3e-4, lrWarmUpSteps: Int = 0, lrDecaySteps: Int = 0,
                 batchSize: Int = 4096, steps: Int, seed: UInt64 = 0, deadFeatureWindow: Int = 1000, logEvery: Int = 10,
-                checkpointEvery: Int = 0, activations: String, dataset: String, normalize: String = "none") {
+                checkpointEvery: Int = 0, activations: String, dataset: String, normalize: String = "none",
+                initialization: String = "default") {
         self.architecture = architecture
         self.dSAE = dSAE
         self.k = k
@@ -63,6 +67,7 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         self.activations = activations
         self.dataset = dataset
         self.normalize = normalize
+        self.initialization = initialization
     }
 
     func validated() throws -> SAEArchitecture {
@@ -71,6 +76,7 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         guard learningRate > 0, learningRate.isFinite else { throw InterpError("the learning rate must be positive") }
         guard lrWarmUpSteps + lrDecaySteps <= steps else { throw InterpError("LR warm-up and decay steps exceed the number of steps") }
         guard ["none", "expected-average"].contains(normalize) else { throw InterpError("--normalize is none or expected-average") }
+        guard ["default", "subspace"].contains(initialization) else { throw InterpError("--init is default or subspace") }
         switch architecture {
         case "standard":
             return .standard(l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps)
@@ -127,6 +133,8 @@ public struct TrainingSummary: Sendable {
     public let finalExplainedVariance: Float
     public let finalL0: Float
     public let deadLatents: Int
+    /// With `--init subspace`: the dimension of the subspace the decoder rows started in.
+    public let subspaceRank: Int?
 }
 
 /// Trains an SAE on one dataset of an activation store as SAELens's trainer does (Adam, β 0.9/0.999, gradient norm
@@ -156,6 +164,7 @@ public final class SAETrainer {
         var samples: Int
         /// BatchTopK's moving threshold (in double precision, as SAELens keeps it).
         var topkThreshold: Double
+        var subspaceRank: Int?
     }
 
     /// `progress` is called at every logging step, after the log line is written; an error it throws stops training
@@ -177,12 +186,21 @@ public final class SAETrainer {
             do { try fm.createDirectory(atPath: output, withIntermediateDirectories: true) } catch {
                 throw InterpError("cannot create the directory (\(error.localizedDescription))", file: output)
             }
-            let p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE,
-                                         threshold: architecture.hasThreshold ? settings.initialThreshold : nil, seed: settings.seed)
+            let threshold = architecture.hasThreshold ? settings.initialThreshold : nil
+            var subspaceRank: Int?
+            let p: SAEParameters
+            if settings.initialization == "subspace" {
+                let subspace = try SubspaceInitialization.activeSubspace(of: SubspaceInitialization.sample(reader))
+                subspaceRank = subspace.rank
+                p = SubspaceInitialization.parameters(dSAE: settings.dSAE, subspace: subspace, threshold: threshold, seed: settings.seed)
+            } else {
+                p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE, threshold: threshold, seed: settings.seed)
+            }
             state = State(parameters: p, adam: AdamOptimizer(dIn: reader.width, dSAE: settings.dSAE, threshold: architecture.hasThreshold,
                                                              learningRate: settings.learningRate),
                           step: 0, sinceFired: [Float](repeating: 0, count: settings.dSAE),
-                          firings: [Float](repeating: 0, count: settings.dSAE), samples: 0, topkThreshold: 0)
+                          firings: [Float](repeating: 0, count: settings.dSAE), samples: 0, topkThreshold: 0,
+                          subspaceRank: subspaceRank)
             guard fm.createFile(atPath: logPath, contents: nil) else { throw InterpError("cannot create the training log", file: logPath) }
         }
         let startStep = state.step
@@ -257,7 +275,8 @@ public final class SAETrainer {
         try writeInferenceDirectory(state, output: output)
         try? fm.removeItem(atPath: checkpointPath)
         return TrainingSummary(directory: output, steps: state.step, resumedFrom: startStep, finalExplainedVariance: last.ev,
-                               finalL0: last.l0, deadLatents: state.sinceFired.filter { $0 > Float(settings.deadFeatureWindow) }.count)
+                               finalL0: last.l0, deadLatents: state.sinceFired.filter { $0 > Float(settings.deadFeatureWindow) }.count,
+                               subspaceRank: state.subspaceRank)
     }
 
     /// SAELens's `expected_average_only_in` factor `√d_in / mean‖x‖`, the mean taken over the first 1,000 batches' worth of
@@ -337,7 +356,7 @@ public final class SAETrainer {
         encoder.outputFormatting = .sortedKeys
         let metadata = ["settings": String(decoding: try encoder.encode(settings), as: UTF8.self), "step": String(s.step),
                         "adam_step": String(s.adam.step), "samples": String(s.samples), "interp_version": InterpVersion.current,
-                        "topk_threshold": String(s.topkThreshold)]
+                        "topk_threshold": String(s.topkThreshold), "subspace_rank": s.subspaceRank.map(String.init) ?? ""]
         try SafeTensorsWriter.write(payloads: tensors, metadata: metadata, to: path)
     }
 
@@ -367,7 +386,8 @@ public final class SAETrainer {
               let topkThreshold = Double(file.metadata["topk_threshold"] ?? "") else { throw InterpError("checkpoint metadata is incomplete", file: path) }
         let adam = AdamOptimizer(learningRate: settings.learningRate, step: adamStep, firstMoment: try params("adam_m."), secondMoment: try params("adam_v."))
         return State(parameters: try params("param."), adam: adam, step: step, sinceFired: try file.tensor("since_fired").scalars,
-                     firings: try file.tensor("firings").scalars, samples: samples, topkThreshold: topkThreshold)
+                     firings: try file.tensor("firings").scalars, samples: samples, topkThreshold: topkThreshold,
+                     subspaceRank: Int(file.metadata["subspace_rank"] ?? ""))
     }
 
     private func truncateLog(_ path: String, toStep step: Int) throws {
@@ -415,6 +435,7 @@ public final class SAETrainer {
         if let contextLength { metadata.append("\"context_size\":\(contextLength)") }
         if let prependBOS { metadata.append("\"prepend_bos\":\(prependBOS)") }
         if let modelName { metadata.append("\"model_name\":\(JSONText.quote(modelName))") }
+        if let rank = s.subspaceRank { metadata.append("\"interp_subspace_rank\":\(rank)") }
         fields.append("\"metadata\":{" + metadata.joined(separator: ",") + "}")
         try AtomicFile.write(Data(("{" + fields.joined(separator: ",") + "}\n").utf8), to: output + "/cfg.json")
     }

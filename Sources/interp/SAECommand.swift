@@ -56,6 +56,7 @@ struct SAETrainCommand: ParsableCommand {
     @Option(name: .long, help: "Write a log line every N steps.") var logEvery = 10
     @Option(name: .long, help: "Checkpoint every N steps (0: never).") var checkpointEvery = 0
     @Option(name: .long, help: "none, or expected-average: scale inputs to mean norm √d_in while training, folded into the weights at the end.") var normalize = "none"
+    @Option(name: .customLong("init"), help: "default (SAELens), or subspace: decoder rows start inside the principal subspace holding 99% of the activations' variance (fewer dead latents on attention outputs).") var initialization = "default"
     @Flag(name: .long, help: "Continue from DIR's checkpoint.") var resume = false
     @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out: String
 
@@ -73,7 +74,8 @@ struct SAETrainCommand: ParsableCommand {
             auxCoefficient: auxCoefficient, l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth,
             initialThreshold: initialThreshold, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
             batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed, deadFeatureWindow: deadFeatureWindow,
-            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize)
+            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize,
+            initialization: initialization)
         let trainer = try SAETrainer(settings: settings)
         var lastDraw = Date.distantPast
         let summary = try trainer.train(output: out, resume: resume) { p in
@@ -86,7 +88,8 @@ struct SAETrainCommand: ParsableCommand {
         }
         FileHandle.standardError.write(Data("\n".utf8))
         let resumed = summary.resumedFrom > 0 ? " (resumed at step \(summary.resumedFrom))" : ""
-        print("wrote \(summary.directory): \(summary.steps) steps\(resumed), explained variance \(String(format: "%.4f", summary.finalExplainedVariance)), L0 \(String(format: "%.2f", summary.finalL0)), dead latents \(summary.deadLatents)")
+        let subspace = summary.subspaceRank.map { ", decoder initialised in a \($0)-dimensional subspace" } ?? ""
+        print("wrote \(summary.directory): \(summary.steps) steps\(resumed)\(subspace), explained variance \(String(format: "%.4f", summary.finalExplainedVariance)), L0 \(String(format: "%.2f", summary.finalL0)), dead latents \(summary.deadLatents)")
     }
 }
 
