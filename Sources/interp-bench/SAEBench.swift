@@ -11,24 +11,31 @@ struct SAEBench: ParsableCommand {
         each scaled by an Exponential(1) magnitude, plus N(0, 0.01²) noise; stored as `activations` in 4,096-row chunks. \\
         It is made once at --data and reused.
         """)
-    @Option(help: "standard (sae-relu: L1 5.0) or topk (sae-topk: k 32).") var architecture = "standard"
+    @Option(help: "standard (sae-relu: L1 5.0), topk (sae-topk: k 32), or batchtopk / jumprelu for comparison.") var architecture = "standard"
+    @Option(help: "L1 coefficient (standard).") var l1: Float = 5.0
+    @Option(help: "Learning rate.") var lr: Float = 4e-4
+    @Option(help: "Seed (initialisation and data order).") var seed: UInt64 = 0
     @Option(help: "Where the synthetic store lives (made if missing).") var data = (NSTemporaryDirectory() as NSString).appendingPathComponent("interp-bench-sae-data.h5")
     @Option(help: "Training steps.") var steps = 100
     @Option(help: "Rows in the synthetic store.") var rows = 409_600
 
     func run() throws {
         if !FileManager.default.fileExists(atPath: data) { try makeData() }
+        let directionsFile = data + ".directions.f32"    // the true directions, raw float32 [2048 × 512], for peer scripts
+        if !FileManager.default.fileExists(atPath: directionsFile) {
+            try trueDirections().withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: directionsFile)) }
+        }
         let out = (NSTemporaryDirectory() as NSString).appendingPathComponent("interp-bench-sae-\(getpid())")
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let settings = SAETrainingSettings(architecture: architecture, dSAE: 4096, k: architecture == "topk" ? 32 : nil,
-                                           l1Coefficient: 5.0, learningRate: 4e-4, batchSize: 4096, steps: steps, seed: 0,
+        let settings = SAETrainingSettings(architecture: architecture, dSAE: 4096, k: ["topk", "batchtopk"].contains(architecture) ? 32 : nil,
+                                           l1Coefficient: l1, learningRate: lr, batchSize: 4096, steps: steps, seed: seed,
                                            logEvery: steps, activations: data, dataset: "activations")
         let trainer = try SAETrainer(settings: settings)
         let start = Date()
         let summary = try trainer.train(output: out, resume: false)
         let seconds = Date().timeIntervalSince(start)
         let tokens = Double(steps * 4096)
-        print("sae-\(architecture == "topk" ? "topk" : "relu"): \(steps) steps × 4096 rows in \(String(format: "%.2f", seconds)) s = \(String(format: "%.0f", tokens / seconds)) tokens/s; explained variance \(String(format: "%.3f", summary.finalExplainedVariance)), L0 \(String(format: "%.1f", summary.finalL0))")
+        print("sae-\(architecture == "standard" ? "relu" : architecture): \(steps) steps × 4096 rows in \(String(format: "%.2f", seconds)) s = \(String(format: "%.0f", tokens / seconds)) tokens/s; explained variance \(String(format: "%.4f", summary.finalExplainedVariance)), L0 \(String(format: "%.1f", summary.finalL0))")
         print("  recovered directions (max cosine with a decoder row > 0.9): \(try recovered(out)) of 2048")
         print("  peak RSS: \(String(format: "%.0f", peakRSSMegabytes())) MB; BLAS: \(BLASInfo.coreName), \(BLASInfo.threads) threads")
     }
