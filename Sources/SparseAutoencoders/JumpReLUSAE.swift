@@ -15,11 +15,15 @@ public enum JumpReLUSAE {
         /// The L0 coefficient for this step (after any warm-up).
         public var l0Coefficient: Float
         public var applyBDecToInput: Bool
+        /// Above this fraction of active latents the step uses dense products (early in training, when the
+        /// thresholds are still low, most latents fire); below it, the sparse per-latent path.
+        public var sparseBelowDensity: Double
 
-        public init(bandwidth: Float = 0.05, l0Coefficient: Float = 1, applyBDecToInput: Bool = true) {
+        public init(bandwidth: Float = 0.05, l0Coefficient: Float = 1, applyBDecToInput: Bool = true, sparseBelowDensity: Double = 0.05) {
             self.bandwidth = bandwidth
             self.l0Coefficient = l0Coefficient
             self.applyBDecToInput = applyBDecToInput
+            self.sparseBelowDensity = sparseBelowDensity
         }
     }
 
@@ -71,6 +75,22 @@ public enum JumpReLUSAE {
             if o.applyBDecToInput { for b in 0..<B { for j in 0..<D { centred[b * D + j] -= bDec[j] } } }
             for b in 0..<B { (pre + b * S).update(from: bEnc.baseAddress!, count: S) }
             GEMM.multiplySplittingRows(m: B, n: S, k: D, centred, lda: D, wEnc.baseAddress!, ldb: S, pre, ldc: S, beta: 1)
+            var activeCount = 0
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: B)
+            defer { counts.deallocate() }
+            parallelChunks(B, minimumChunk: 16) { rows in
+                for b in rows {
+                    var c = 0
+                    for i in 0..<S where pre[b * S + i] > theta[i] { c += 1 }
+                    counts[b] = c
+                }
+            }
+            for b in 0..<B { activeCount += counts[b] }
+            if Double(activeCount) > o.sparseBelowDensity * Double(B * S) {
+                denseStep(B: B, D: D, S: S, pre: pre, centred: centred, g: g, xs: xs, theta: theta, wEnc: wEnc.baseAddress!,
+                          wDec: wDec, bDec: bDec, z: z, xhat: xhat, gWDec: gWDec, gWEnc: gWEnc.baseAddress!,
+                          small: privateSmall, smallStride: smallStride, workers: workers, options: o, workspace: w, sums: sums)
+            } else {
             z.update(repeating: 0, count: B * S)
             gWDec.update(repeating: 0, count: S * D)
             privateDecoder.update(repeating: 0, count: (workers - 1) * S * D)
@@ -133,6 +153,7 @@ public enum JumpReLUSAE {
                 vectorAddScaled(privateEncoderT, 1, privateEncoderT + w * S * D, S * D)
             }
             TopKSAE.transpose(privateEncoderT, rows: S, cols: D, into: gWEnc.baseAddress!)
+            }
             for w in 0..<workers {
                 let small = privateSmall + w * smallStride
                 for i in 0..<S { gBEnc[i] += small[i]; gTheta[i] += small[S + i] }
@@ -156,6 +177,49 @@ public enum JumpReLUSAE {
                                 gradients: grads)
         w.z = z; w.xhat = xhat; w.gWEnc = gWEnc; w.gWDec = gWDec
         return result
+    }
+
+    /// The dense step: four products through BLAS, the estimator and the mask applied element by element. Writes
+    /// ∂b_enc, ∂θ and ∂b_dec into worker 0's slots of `small` (the others zeroed) and the loss sums into `sums`.
+    private static func denseStep(B: Int, D: Int, S: Int, pre: UnsafeMutablePointer<Float>, centred: UnsafeMutablePointer<Float>,
+                                  g: UnsafeMutablePointer<Float>, xs: UnsafePointer<Float>, theta: UnsafePointer<Float>,
+                                  wEnc: UnsafePointer<Float>, wDec: UnsafePointer<Float>, bDec: UnsafePointer<Float>,
+                                  z: UnsafeMutablePointer<Float>, xhat: UnsafeMutablePointer<Float>, gWDec: UnsafeMutablePointer<Float>,
+                                  gWEnc: UnsafeMutablePointer<Float>, small: UnsafeMutablePointer<Float>, smallStride: Int,
+                                  workers: Int, options o: Options, workspace w: SAEWorkspace, sums: UnsafeMutablePointer<Double>) {
+        let invB = 1 / Float(B), eps = o.bandwidth, stepGradient = o.l0Coefficient * invB / eps
+        let dPre = w.scratch(.denseGradient, count: B * S)
+        small.update(repeating: 0, count: workers * smallStride)
+        let gBEnc = small, gTheta = small + S, gBDec = small + 2 * S
+        var firing = 0
+        for b in 0..<B { for i in 0..<S { let v = pre[b * S + i]; z[b * S + i] = v > theta[i] ? v : 0 } }
+        for b in 0..<B { (xhat + b * D).update(from: bDec, count: D) }
+        GEMM.multiplySplittingRows(m: B, n: D, k: S, z, lda: S, wDec, ldb: D, xhat, ldc: D, beta: 1)
+        var squared = 0.0
+        for k in 0..<(B * D) {
+            let r = xhat[k] - xs[k]
+            squared += Double(r) * Double(r)
+            g[k] = 2 * r * invB
+        }
+        GEMM.columnSums(g, rows: B, cols: D, into: gBDec)
+        GEMM.multiplySplittingRows(m: S, n: D, k: B, z, lda: S, transposeA: true, g, ldb: D, gWDec, ldc: D)
+        GEMM.multiplySplittingRows(m: B, n: S, k: D, g, lda: D, wDec, ldb: D, transposeB: true, dPre, ldc: S)
+        // The estimator on window entries, then ∂pre = [pre > θ]·∂z; columns split across cores (each owns its ∂θ_i).
+        parallelChunks(S, minimumChunk: 64) { columns in
+            for b in 0..<B {
+                for i in columns {
+                    let k = b * S + i, v = pre[k], t = theta[i]
+                    if inWindow(v, t, eps) { gTheta[i] -= t / eps * dPre[k] + stepGradient }
+                    if !(v > t) { dPre[k] = 0 }
+                }
+            }
+        }
+        for k in 0..<(B * S) where z[k] != 0 { firing += 1 }
+        GEMM.multiplySplittingRows(m: D, n: S, k: B, centred, lda: D, transposeA: true, dPre, ldb: S, gWEnc, ldc: S)
+        GEMM.columnSums(dPre, rows: B, cols: S, into: gBEnc)
+        sums.update(repeating: 0, count: 2 * workers)
+        sums[0] = squared
+        sums[1] = Double(firing)
     }
 
     /// Reference: SAELens's autograd graph transcribed term by term with dense products (no sparsity).

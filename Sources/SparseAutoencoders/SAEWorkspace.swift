@@ -10,7 +10,7 @@ public final class SAEWorkspace {
     var entryLists: [SparseEntryList] = []
 
     /// Internal buffers that never leave a step (no result shares them).
-    enum Scratch: Hashable { case centred, pre, g, auxGradient, encoderT, privateDecoder, privateEncoderT, privateSmall, entryValues, entryRows, offsets, cursor }
+    enum Scratch: Hashable { case centred, pre, g, auxGradient, encoderT, privateDecoder, privateEncoderT, privateSmall, entryValues, entryRows, offsets, cursor, denseGradient }
 
     public init() {}
 

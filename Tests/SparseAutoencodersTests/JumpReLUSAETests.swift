@@ -30,7 +30,11 @@ import Testing
     @Test func lossesActivationsAndGradientsMatchSAELens() throws {
         let p = try parameters("initial")
         #expect(try fixture.tensor("step0.window_count").scalars[0] > 50)   // the estimator is exercised
-        for result in [JumpReLUSAE.lossAndGradients(p, x: try fixture.tensor("batch0"), options: options),
+        var sparse = options, dense = options
+        sparse.sparseBelowDensity = 1
+        dense.sparseBelowDensity = 0
+        for result in [JumpReLUSAE.lossAndGradients(p, x: try fixture.tensor("batch0"), options: sparse),
+                       JumpReLUSAE.lossAndGradients(p, x: try fixture.tensor("batch0"), options: dense),
                        JumpReLUSAE.denseReference(p, x: try fixture.tensor("batch0"), options: options)] {
             let mse = try fixture.tensor("step0.mse_loss").scalars[0], l0 = try fixture.tensor("step0.l0_loss").scalars[0]
             #expect(Swift.abs(result.mse - mse) <= 1e-5 * mse, "mse \(result.mse) vs \(mse)")
@@ -62,8 +66,8 @@ import Testing
 
     /// The sparse fast path against the dense transcription on odd shapes (both b_dec settings), across the worker
     /// split, with a reused workspace.
-    @Test(arguments: [true, false])
-    func fastPathMatchesDenseReference(applyBDec: Bool) {
+    @Test(arguments: [(true, 1.0), (false, 1.0), (true, 0.0), (false, 0.0)])
+    func fastPathMatchesDenseReference(applyBDec: Bool, sparseBelow: Double) {
         var rng = SeededRandom(seed: 51)
         let workspace = SAEWorkspace()
         for (B, D, S) in [(5, 6, 17), (9, 10, 31), (200, 6, 20)] {
@@ -71,7 +75,8 @@ import Testing
                                   wDec: rng.normalTensor([S, D], std: 0.5), bDec: rng.normalTensor([D], std: 0.2),
                                   threshold: Tensor(shape: [S], scalars: (0..<S).map { _ in abs(rng.nextUniform()) * 0.6 }))
             let x = rng.normalTensor([B, D], std: 1)
-            let o = JumpReLUSAE.Options(bandwidth: 0.3, l0Coefficient: 0.7, applyBDecToInput: applyBDec)
+            // sparseBelow 1: always the sparse path; 0: always the dense one.
+            let o = JumpReLUSAE.Options(bandwidth: 0.3, l0Coefficient: 0.7, applyBDecToInput: applyBDec, sparseBelowDensity: sparseBelow)
             let fast = JumpReLUSAE.lossAndGradients(p, x: x, options: o, workspace: workspace)
             let reference = JumpReLUSAE.denseReference(p, x: x, options: o)
             #expect(Swift.abs(fast.mse - reference.mse) <= 1e-5 * max(reference.mse, 1))
