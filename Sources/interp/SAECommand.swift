@@ -52,7 +52,8 @@ struct SAETrainCommand: ParsableCommand {
     @Option(name: .long, help: "Training steps.") var steps: Int?
     @Option(name: .long, help: ArgumentHelp("Training tokens (instead of --steps).", valueName: "n")) var tokens: Int?
     @Option(name: .long, help: "Random seed (initialisation and data order).") var seed: UInt64 = 0
-    @Option(name: .long, help: "Steps without firing after which a latent counts as dead.") var deadFeatureWindow = 1000
+    @Option(name: .long, help: "Steps without firing after which a latent counts as dead (SAELens's dead_feature_window; default 1000).") var deadFeatureWindow: Int?
+    @Option(name: .long, help: ArgumentHelp("The same window in training tokens (instead of --dead-feature-window), e.g. 10000000 as in OpenAI's TopK SAEs.", valueName: "n")) var deadFeatureTokens: Int?
     @Option(name: .long, help: "Write a log line every N steps.") var logEvery = 10
     @Option(name: .long, help: "Checkpoint every N steps (0: never).") var checkpointEvery = 0
     @Option(name: .long, help: "none, or expected-average: scale inputs to mean norm √d_in while training, folded into the weights at the end.") var normalize = "none"
@@ -63,6 +64,7 @@ struct SAETrainCommand: ParsableCommand {
     func validate() throws {
         if (dSae == nil) == (expansionFactor == nil) { throw ValidationError("give the SAE's width one way: --d-sae or --expansion-factor") }
         if (steps == nil) == (tokens == nil) { throw ValidationError("give the training length one way: --steps or --tokens") }
+        if deadFeatureWindow != nil && deadFeatureTokens != nil { throw ValidationError("give the dead-latent window one way: --dead-feature-window or --dead-feature-tokens") }
         if ["topk", "batchtopk"].contains(architecture) && k == nil { throw ValidationError("--architecture \(architecture) needs --k") }
     }
 
@@ -73,7 +75,8 @@ struct SAETrainCommand: ParsableCommand {
             architecture: architecture, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
             auxCoefficient: auxCoefficient, l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth,
             initialThreshold: initialThreshold, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
-            batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed, deadFeatureWindow: deadFeatureWindow,
+            batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed,
+            deadFeatureWindow: deadFeatureWindow ?? deadFeatureTokens.map { max(1, ($0 + batchSize - 1) / batchSize) } ?? 1000,
             logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize,
             initialization: initialization)
         let trainer = try SAETrainer(settings: settings)

@@ -267,6 +267,28 @@ import Testing
         #expect(try log(dir + "/full/train_log.jsonl") == log(killed + "/train_log.jsonl"))
     }
 
+    /// BatchTopK and JumpReLU from the command line, with the dead-latent window given in tokens; the window in
+    /// steps is recorded, and the saved SAE is a JumpReLU one.
+    @Test func saeTrainBatchTopKAndJumpReLU() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        for (name, extra) in [("batchtopk", ["--k", "3.5", "--dead-feature-tokens", "1000"]),
+                              ("jumprelu", ["--l0-coefficient", "0.1", "--bandwidth", "0.1", "--initial-threshold", "0.02"])] {
+            let result = try InterpBinary.run(["sae", "train", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations",
+                                               "--architecture", name, "--d-sae", "48", "--batch-size", "32", "--steps", "40",
+                                               "--lr", "4e-3", "--out", dir + "/" + name] + extra)
+            #expect(result.status == 0, "\(result.stderr)")
+            let cfg = try String(contentsOfFile: dir + "/\(name)/cfg.json", encoding: .utf8)
+            #expect(cfg.contains("\"architecture\":\"jumprelu\"") && cfg.contains("\"training_architecture\":\"\(name)\""))
+            if name == "batchtopk" { #expect(cfg.contains("\"deadFeatureWindow\":32") && cfg.contains("\"k\":3.5")) }
+        }
+        let both = try interp("sae", "train", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations",
+                              "--d-sae", "8", "--steps", "1", "--dead-feature-window", "5", "--dead-feature-tokens", "9", "--out", dir + "/x")
+        #expect(both.status == 64 && both.stderr.contains("--dead-feature-window or --dead-feature-tokens"))
+        let noK = try interp("sae", "train", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations",
+                             "--architecture", "batchtopk", "--d-sae", "8", "--steps", "1", "--out", dir + "/y")
+        #expect(noK.status == 64 && noK.stderr.contains("--architecture batchtopk needs --k"))
+    }
+
     @Test func saeEvalWithModelReportsCrossEntropy() throws {
         let dir = try Fixtures.temporaryDirectory()
         let cached = try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",
