@@ -49,7 +49,7 @@ public enum SAEArchitecture: Equatable, Sendable {
         case let .standard(l1, warmUp):
             let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: Self.warmedUp(l1, steps: warmUp, at: step), workspace: workspace)
             return Step(losses: ["mse_loss": r.losses.mse, "l1_loss": r.losses.l1], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: .infinity)
+                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: .infinity, firingCounts: r.firingCounts)
         case let .topK(k, aux):
             let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: aux), deadMask: deadMask, workspace: workspace)
             return Step(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,

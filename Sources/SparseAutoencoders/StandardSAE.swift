@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import InterpCore
 
 /// SAELens v6's `standard` SAE: `z = ReLU((x − b_dec)·W_enc + b_enc)`, `x̂ = z·W_dec + b_dec`, trained on
@@ -18,13 +20,18 @@ public enum StandardSAE {
         /// `[batch, d_in]`
         public var reconstruction: Tensor
         public var gradients: SAEParameters
+        /// Rows in which each latent fired, when the sparse path counted them.
+        public var firingCounts: [Float]? = nil
     }
 
     /// Loss terms, activations and all four gradients for a batch `x [batch, d_in]`.
     /// `workspace` keeps the step's large buffers from one call to the next (allocating 64 MB arrays anew each step
     /// costs page faults); the results share its storage, so drop them before the next call to avoid copies.
+    /// Once at most `sparseBelowDensity` of the activations are non-zero (L1 training gets there quickly), everything
+    /// after the encoder product runs on the active latents only (`SparseCodeBackward`); before that, dense products.
     public static func lossAndGradients(_ p: SAEParameters, x: Tensor, l1Coefficient: Float,
-                                        applyBDecToInput: Bool = true, workspace: SAEWorkspace = SAEWorkspace()) -> StepResult {
+                                        applyBDecToInput: Bool = true, sparseBelowDensity: Double = 0.05,
+                                        workspace: SAEWorkspace = SAEWorkspace()) -> StepResult {
         let B = x.shape[0], D = p.dIn, S = p.dSAE
         let invB = 1 / Float(B)
         let norms = p.decoderNorms
@@ -36,6 +43,7 @@ public enum StandardSAE {
         var gWEnc = w.take(\.gWEnc), gWDec = w.take(\.gWDec)
         var gBEnc = [Float](repeating: 0, count: S), gBDec = [Float](repeating: 0, count: D)
         var columnSums = [Float](repeating: 0, count: S)      // Σ_b z_bi
+        var fired: [Float]? = nil
         centred.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: xs, count: B * D) }
         var squared = 0.0
         let l1Scale = l1Coefficient * invB
@@ -53,6 +61,22 @@ public enum StandardSAE {
             let zp = zBuffer
             parallelChunks(B * S, minimumChunk: 1 << 16) { range in for k in range { zp[k] = pre[k] > 0 ? pre[k] : 0 } }
             let z = UnsafePointer(zp)
+            let active = UnsafeMutablePointer<Int>.allocate(capacity: B)
+            defer { active.deallocate() }
+            parallelChunks(B, minimumChunk: 16) { rows in for b in rows { active[b] = (0..<S).reduce(0) { pre[b * S + $1] > 0 ? $0 + 1 : $0 } } }
+            let activeCount = (0..<B).reduce(0) { $0 + active[$1] }
+            if Double(activeCount) <= sparseBelowDensity * Double(B * S) {
+                var counts = [Float](repeating: 0, count: S)
+                norms.withUnsafeBufferPointer { norms in gBEnc.withUnsafeMutableBufferPointer { gBEnc in
+                gBDec.withUnsafeMutableBufferPointer { gBDec in columnSums.withUnsafeMutableBufferPointer { columnSums in
+                counts.withUnsafeMutableBufferPointer { counts in
+                    squared = sparseStep(B: B, D: D, S: S, z: z, centred: c, xs: xs.baseAddress!, wDec: wDec.baseAddress!, bDec: bDec,
+                                         norms: norms.baseAddress!, l1Scale: l1Scale, xhat: xhat, g: g, gWDec: gWDec.baseAddress!,
+                                         gWEnc: gWEnc.baseAddress!, gBEnc: gBEnc.baseAddress!, gBDec: gBDec.baseAddress!,
+                                         columnSums: columnSums.baseAddress!, fired: counts.baseAddress!, workspace: w)
+                } } } } }
+                fired = counts
+            } else {
             columnSums.withUnsafeMutableBufferPointer { GEMM.columnSums(z, rows: B, cols: S, into: $0.baseAddress!) }
             // Decoder.
             for b in 0..<B { (xhat + b * D).update(from: bDec, count: D) }
@@ -72,6 +96,7 @@ public enum StandardSAE {
             GEMM.multiplySplittingRows(m: D, n: S, k: B, c, lda: D, transposeA: true, dz, ldb: S, gWEnc.baseAddress!, ldc: S)
             gBEnc.withUnsafeMutableBufferPointer { GEMM.columnSums(dz, rows: B, cols: S, into: $0.baseAddress!) }
             gBDec.withUnsafeMutableBufferPointer { GEMM.columnSums(g, rows: B, cols: D, into: $0.baseAddress!) }
+            }
             if applyBDecToInput {
                 // ∂L/∂b_dec through the input: −Σ_b (dz·W_encᵀ)_b.
                 // = −W_enc·∂b_enc, since Σ_b dz_b = ∂b_enc: a matrix-vector product instead of a matrix product.
@@ -94,7 +119,57 @@ public enum StandardSAE {
         let grads = SAEParameters(wEnc: Tensor(shape: [D, S], scalars: gWEnc), bEnc: Tensor(shape: [S], scalars: gBEnc),
                                   wDec: Tensor(shape: [S, D], scalars: gWDec), bDec: Tensor(shape: [D], scalars: gBDec))
         return StepResult(losses: losses, featureActs: Tensor(shape: [B, S], scalars: z),
-                          reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads)
+                          reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads, firingCounts: fired)
+    }
+
+    /// The sparse step after the encoder: rows (in parallel) reconstruct from their active latents and take the loss
+    /// gradient; `SparseCodeBackward` does the rest, with the L1 term `l1·n_i/B` added to every active ∂pre. Writes
+    /// ∂W_dec without the L1-through-the-norm term, which the caller adds from `columnSums`. Returns Σ (x̂ − x)².
+    private static func sparseStep(B: Int, D: Int, S: Int, z: UnsafePointer<Float>, centred: UnsafePointer<Float>,
+                                   xs: UnsafePointer<Float>, wDec: UnsafePointer<Float>, bDec: UnsafePointer<Float>,
+                                   norms: UnsafePointer<Float>, l1Scale: Float, xhat: UnsafeMutablePointer<Float>,
+                                   g: UnsafeMutablePointer<Float>, gWDec: UnsafeMutablePointer<Float>, gWEnc: UnsafeMutablePointer<Float>,
+                                   gBEnc: UnsafeMutablePointer<Float>, gBDec: UnsafeMutablePointer<Float>,
+                                   columnSums: UnsafeMutablePointer<Float>, fired: UnsafeMutablePointer<Float>, workspace w: SAEWorkspace) -> Double {
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
+        let lists = w.entryLists(workers)
+        let privateBDec = w.scratch(.privateSmall, count: workers * D)
+        privateBDec.update(repeating: 0, count: workers * D)
+        var sums = [Double](repeating: 0, count: workers)
+        let invB = 1 / Float(B)
+        sums.withUnsafeMutableBufferPointer { sums in
+            let sums = sums.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                let list = lists[worker], gBDec = privateBDec + worker * D
+                var squared = 0.0
+                for b in (B * worker / workers)..<(B * (worker + 1) / workers) {
+                    let out = xhat + b * D, zRow = z + b * S
+                    out.update(from: bDec, count: D)
+                    for i in 0..<S where zRow[i] > 0 {
+                        vectorAddScaled(out, zRow[i], wDec + i * D, D)
+                        list.append(row: Int32(b), latent: Int32(i), value: zRow[i])
+                    }
+                    let gRow = g + b * D, xRow = xs + b * D
+                    for j in 0..<D {
+                        let r = out[j] - xRow[j]
+                        squared += Double(r) * Double(r)
+                        gRow[j] = 2 * r * invB
+                        gBDec[j] += gRow[j]
+                    }
+                }
+                sums[worker] = squared
+            }
+        }
+        let offsets = w.scratch(.denseGradient, count: S)
+        for i in 0..<S { offsets[i] = l1Scale * norms[i] }
+        let gWEncT = w.scratch(.encoderT, count: S * D)
+        let gathered = SparseCodeBackward.gather(lists, latents: S, workspace: w)
+        SparseCodeBackward.latentPass(gathered, D: D, S: S, g: g, second: nil, centred: centred, wDec: wDec, offset: offsets,
+                                      gWDec: gWDec, gWEncT: gWEncT, gBEnc: gBEnc, fired: fired, valueSums: columnSums)
+        parallelChunks(D, minimumChunk: 32) { range in TopKSAE.transpose(gWEncT, rows: S, cols: D, columns: range, into: gWEnc) }
+        gBDec.update(repeating: 0, count: D)
+        for worker in 0..<workers { vectorAddScaled(gBDec, 1, privateBDec + worker * D, D) }
+        return sums.reduce(0, +)
     }
 
     /// The loss in Double, written as the definition reads.

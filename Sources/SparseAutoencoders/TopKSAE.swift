@@ -294,52 +294,10 @@ public enum TopKSAE {
                 sums[3 * worker + 2] = Double(minPositive)
             }
 
-            // Gather the entries by latent (a counting sort, stable in row order).
-            let offsets = w.indexScratch(.offsets, count: S + 1)
-            offsets.update(repeating: 0, count: S + 1)
-            var total = 0
-            for list in lists {
-                for e in 0..<list.count { offsets[Int(list.latents[e]) + 1] += 1 }
-                total += list.count
-            }
-            for i in 0..<S { offsets[i + 1] += offsets[i] }
-            let entryRows = w.indexScratch(.entryRows, count: total)
-            let entryValues = w.scratch(.entryValues, count: total)
-            let cursor = w.indexScratch(.cursor, count: S)
-            cursor.update(from: offsets, count: S)
-            for list in lists {
-                for e in 0..<list.count {
-                    let i = Int(list.latents[e]), slot = Int(cursor[i])
-                    entryRows[slot] = list.rows[e]
-                    entryValues[slot] = list.values[e]
-                    cursor[i] += 1
-                }
-            }
-
             // Pass 2, latents: each latent's gradient rows accumulated in place, written once.
-            let chunks = min(S, workers * 16)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let accDec = UnsafeMutablePointer<Float>.allocate(capacity: 2 * D)
-                defer { accDec.deallocate() }
-                let accEnc = accDec + D
-                for i in (S * chunk / chunks)..<(S * (chunk + 1) / chunks) {
-                    let wRow = wDec + i * D
-                    accDec.update(repeating: 0, count: 2 * D)
-                    var bias: Float = 0, count: Float = 0
-                    for e in Int(offsets[i])..<Int(offsets[i + 1]) {
-                        let r = Int(entryRows[e]), aux = r < 0, b = aux ? -r - 1 : r
-                        let gRow = (aux ? ga : g) + b * D
-                        let dPre = vectorAddScaledAndDot(accDec, entryValues[e], gRow, dot: wRow, D)
-                        vectorAddScaled(accEnc, dPre, centred + b * D, D)
-                        bias += dPre
-                        if !aux { count += 1 }
-                    }
-                    (gWDec + i * D).update(from: accDec, count: D)
-                    (gWEncT + i * D).update(from: accEnc, count: D)
-                    gBEnc[i] = bias
-                    fired[i] = count
-                }
-            }
+            let gathered = SparseCodeBackward.gather(lists, latents: S, workspace: w)
+            SparseCodeBackward.latentPass(gathered, D: D, S: S, g: g, second: kAux > 0 ? UnsafePointer(ga) : nil, centred: centred,
+                                          wDec: wDec, offset: nil, gWDec: gWDec, gWEncT: gWEncT, gBEnc: gBEnc, fired: fired, valueSums: nil)
             let gWEncOut = gWEnc.baseAddress!
             parallelChunks(D, minimumChunk: 32) { range in transpose(gWEncT, rows: S, cols: D, columns: range, into: gWEncOut) }
             for worker in 0..<workers {

@@ -28,7 +28,8 @@ import Testing
 
     @Test func lossTermsActivationsAndGradientsMatchSAELens() throws {
         let p = try parameters("initial")
-        let result = StandardSAE.lossAndGradients(p, x: try fixture.tensor("batch0"), l1Coefficient: l1)
+        for sparseBelow in [0.0, 1.0] {
+        let result = StandardSAE.lossAndGradients(p, x: try fixture.tensor("batch0"), l1Coefficient: l1, sparseBelowDensity: sparseBelow)
         for (value, name) in [(result.losses.mse, "mse_loss"), (result.losses.l1, "l1_loss"), (result.losses.total, "loss")] {
             let expected = try fixture.tensor("step0." + name).scalars[0]
             #expect(Swift.abs(value - expected) <= 1e-5 * Swift.abs(expected), "\(name): \(value) vs SAELens \(expected)")
@@ -37,6 +38,7 @@ import Testing
         expectClose(result.reconstruction, try fixture.tensor("step0.sae_out"), "sae_out")
         for name in SAEParameters.names {
             expectClose(result.gradients[name], try fixture.tensor("step0.grad." + name), "grad \(name)")
+        }
         }
     }
 
@@ -57,20 +59,24 @@ import Testing
         }
     }
 
-    @Test(arguments: [true, false])
-    func fastGradientsMatchNaiveOnOddShapes(applyBDec: Bool) {
+    /// Both paths (dense products; sparse once few latents fire), and a batch big enough for the row pass to split
+    /// across workers.
+    @Test(arguments: [(true, 0.0), (false, 0.0), (true, 1.0), (false, 1.0)])
+    func fastGradientsMatchNaiveOnOddShapes(applyBDec: Bool, sparseBelow: Double) {
         var rng = SeededRandom(seed: 4)
-        let (B, D, S) = (7, 5, 13)
+        for (B, D, S) in [(7, 5, 13), (150, 6, 11)] {
         let p = SAEParameters(wEnc: rng.normalTensor([D, S], std: 0.5), bEnc: rng.normalTensor([S], std: 0.2),
                               wDec: rng.normalTensor([S, D], std: 0.5), bDec: rng.normalTensor([D], std: 0.2))
         let x = rng.normalTensor([B, D], std: 1)
-        let fast = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: 0.7, applyBDecToInput: applyBDec)
+        let fast = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: 0.7, applyBDecToInput: applyBDec, sparseBelowDensity: sparseBelow)
+        #expect((fast.firingCounts != nil) == (sparseBelow == 1))
         let naive = StandardSAE.naiveGradients(p, x: x, l1Coefficient: 0.7, applyBDecToInput: applyBDec)
         let loss = StandardSAE.naiveLoss(p, x: x, l1Coefficient: 0.7, applyBDecToInput: applyBDec)
         #expect(Swift.abs(Double(fast.losses.mse) - loss.mse) < 1e-5 * max(loss.mse, 1))
         #expect(Swift.abs(Double(fast.losses.l1) - loss.l1) < 1e-5 * max(loss.l1, 1))
         for name in SAEParameters.names {
-            #expect(compare(fast.gradients[name], naive[name], atol: 1e-5, rtol: 1e-4).passed, "\(name)")
+            #expect(compare(fast.gradients[name], naive[name], atol: 1e-5, rtol: 1e-4).passed, "\(name) B\(B)")
+        }
         }
     }
 
