@@ -19,6 +19,23 @@ public final class SAEWorkspace {
         for (_, buffer) in indexScratch { buffer.pointer.deallocate() }
     }
 
+    /// `z [rows × width]` all zero: a fresh buffer, or the last sparse step's entries cleared (instead of writing every
+    /// element), or a full clear.
+    func takeZeroedZ(rows: Int, width: Int) -> [Float] {
+        let tracked = zTrackedWidth == width && z.count == rows * width
+        var buffer = take(\.z, count: rows * width)
+        guard tracked else {
+            buffer.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            return buffer
+        }
+        buffer.withUnsafeMutableBufferPointer { z in
+            for list in entryLists {
+                for e in 0..<list.count where list.rows[e] >= 0 { z[Int(list.rows[e]) * width + Int(list.latents[e])] = 0 }
+            }
+        }
+        return buffer
+    }
+
     func entryLists(_ count: Int) -> [SparseEntryList] {
         while entryLists.count < count { entryLists.append(SparseEntryList()) }
         for list in entryLists { list.count = 0 }
@@ -41,8 +58,12 @@ public final class SAEWorkspace {
         size(&gWEnc, dIn * dSAE); size(&gWDec, dSAE * dIn)
     }
 
+    /// Set by a sparse step that leaves `z` zero except at its entries (still in `entryLists`), with rows of this width.
+    var zTrackedWidth: Int?
+
     /// Moves a buffer out (leaving an empty array) so the caller holds the only reference and writes in place.
     func take(_ path: ReferenceWritableKeyPath<SAEWorkspace, [Float]>) -> [Float] {
+        if path == \SAEWorkspace.z { zTrackedWidth = nil }
         let buffer = self[keyPath: path]
         self[keyPath: path] = []
         return buffer

@@ -191,7 +191,7 @@ public enum TopKSAE {
         let norms = o.rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
         let w = workspace
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
-        var z = w.take(\.z, count: B * S), xhat = w.take(\.xhat, count: B * D)
+        var z = w.takeZeroedZ(rows: B, width: S), xhat = w.take(\.xhat, count: B * D)
         var gWEnc = w.take(\.gWEnc, count: D * S), gWDec = w.take(\.gWDec, count: S * D)
         let dead = deadMask.map { mask in mask.filter { $0 }.count } ?? 0
         let half = D / 2
@@ -240,7 +240,6 @@ public enum TopKSAE {
                 for b in rows {
                     let preRow = pre + b * S, xRow = xs + b * D, zRow = z + b * S
                     for i in 0..<S { hidden[i] = (preRow[i] + bEnc[i]) * norms[i] }
-                    zRow.update(repeating: 0, count: S)
                     var count = 0
                     if let cutoff {
                         for i in 0..<S {
@@ -326,6 +325,7 @@ public enum TopKSAE {
                                 reconstruction: Tensor(shape: [B, D], scalars: xhat), gradients: grads,
                                 minPositive: Float(minPositive), firingCounts: fired)
         w.z = z; w.xhat = xhat; w.gWEnc = gWEnc; w.gWDec = gWDec
+        w.zTrackedWidth = S      // z is zero but for this step's entries
         return result
     }
 
@@ -335,9 +335,7 @@ public enum TopKSAE {
                               values: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int>) -> Int {
         var size = 0
         guard k > 0 else { return 0 }
-        for i in 0..<count {
-            if let allowed, !allowed[i] { continue }
-            let v = row[i]
+        @inline(__always) func offer(_ v: Float, _ i: Int) {
             if size < k {
                 var child = size
                 size += 1
@@ -362,6 +360,22 @@ public enum TopKSAE {
                 values[parent] = v; indices[parent] = i
             }
         }
+        if let allowed {
+            for i in 0..<count where allowed[i] { offer(row[i], i) }
+            return size
+        }
+        // Once the heap is full, most values lose to its minimum: test 8 at a time and look closer only when one wins.
+        var i = 0
+        while i < count && size < k { offer(row[i], i); i += 1 }
+        let raw = UnsafeRawPointer(row)
+        while i + 8 <= count {
+            let lanes = raw.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self)
+            if any(lanes .> Lanes(repeating: values[0])) {
+                for lane in 0..<8 { offer(lanes[lane], i + lane) }
+            }
+            i += 8
+        }
+        while i < count { offer(row[i], i); i += 1 }
         return size
     }
 
