@@ -23,6 +23,10 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
     public var learningRate: Float
     public var lrWarmUpSteps: Int
     public var lrDecaySteps: Int
+    /// "constant" or "cosine" (SAELens's cosineannealing from lr to `lrEnd` between warm-up and decay).
+    public var lrSchedule: String
+    /// Where cosine annealing ends and the final decay starts; nil: SAELens's default, lr / 10.
+    public var lrEnd: Float?
     public var batchSize: Int
     public var steps: Int
     public var seed: UInt64
@@ -41,6 +45,7 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
     public init(architecture: String, dSAE: Int, k: Double? = nil, l1Coefficient: Float = 1, l1WarmUpSteps: Int = 0,
                 auxCoefficient: Float = 1, l0Coefficient: Float = 1, l0WarmUpSteps: Int = 0, bandwidth: Float = 0.05,
                 initialThreshold: Float = 0.01, thresholdRate: Double = 0.01, learningRate: Float = 3e-4, lrWarmUpSteps: Int = 0, lrDecaySteps: Int = 0,
+                lrSchedule: String = "constant", lrEnd: Float? = nil,
                 batchSize: Int = 4096, steps: Int, seed: UInt64 = 0, deadFeatureWindow: Int = 1000, logEvery: Int = 10,
                 checkpointEvery: Int = 0, activations: String, dataset: String, normalize: String = "none",
                 initialization: String = "default") {
@@ -58,6 +63,8 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         self.learningRate = learningRate
         self.lrWarmUpSteps = lrWarmUpSteps
         self.lrDecaySteps = lrDecaySteps
+        self.lrSchedule = lrSchedule
+        self.lrEnd = lrEnd
         self.batchSize = batchSize
         self.steps = steps
         self.seed = seed
@@ -75,6 +82,8 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         guard batchSize > 0, steps > 0 else { throw InterpError("the batch size and the number of steps must be positive") }
         guard learningRate > 0, learningRate.isFinite else { throw InterpError("the learning rate must be positive") }
         guard lrWarmUpSteps + lrDecaySteps <= steps else { throw InterpError("LR warm-up and decay steps exceed the number of steps") }
+        guard ["constant", "cosine"].contains(lrSchedule) else { throw InterpError("--lr-schedule is constant or cosine") }
+        if let lrEnd { guard lrEnd >= 0, lrEnd <= learningRate else { throw InterpError("--lr-end must be between 0 and the learning rate") } }
         guard ["none", "expected-average"].contains(normalize) else { throw InterpError("--normalize is none or expected-average") }
         guard ["default", "subspace"].contains(initialization) else { throw InterpError("--init is default or subspace") }
         switch architecture {
@@ -98,18 +107,23 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         }
     }
 
-    /// SAELens's schedule: linear warm-up from lr/W over W steps, constant, linear decay to 0 over the last D steps.
+    /// SAELens's schedule: linear warm-up from lr/W to lr over W steps, then constant lr or cosine annealing from lr to
+    /// lr_end (default lr / 10), then over the last D steps a linear decay to 0 (from lr_end; for constant, lr_end = lr).
     public func learningRate(at step: Int) -> Float {
-        var factor: Float = 1
-        if lrWarmUpSteps > 0 && step < lrWarmUpSteps {
-            let w = Float(lrWarmUpSteps)
-            factor = lrWarmUpSteps == 1 ? 1 : 1 / w + (1 - 1 / w) * Float(step) / (w - 1)
-        }
+        let cosine = lrSchedule == "cosine"
+        let end = cosine ? Double(lrEnd ?? learningRate / 10) : Double(learningRate)
+        let lr = Double(learningRate)
         let decayStart = steps - lrDecaySteps
         if lrDecaySteps > 0 && step >= decayStart {
-            factor *= max(0, 1 - Float(step - decayStart) / Float(lrDecaySteps))
+            return Float(end * max(0, 1 - Double(step - decayStart) / Double(lrDecaySteps)))
         }
-        return learningRate * factor
+        if lrWarmUpSteps > 0 && step < lrWarmUpSteps {
+            let w = Double(lrWarmUpSteps)
+            return Float(lrWarmUpSteps == 1 ? lr : lr * (1 / w + (1 - 1 / w) * Double(step) / (w - 1)))
+        }
+        guard cosine else { return learningRate }
+        let main = Double(steps - lrWarmUpSteps - lrDecaySteps), t = Double(step - lrWarmUpSteps)
+        return Float(end + (lr - end) * (1 + Foundation.cos(Double.pi * t / main)) / 2)
     }
 }
 

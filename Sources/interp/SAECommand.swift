@@ -48,6 +48,8 @@ struct SAETrainCommand: ParsableCommand {
     @Option(name: .long, help: "Learning rate.") var lr: Float = 3e-4
     @Option(name: .long, help: "Linear LR warm-up steps.") var lrWarmUpSteps = 0
     @Option(name: .long, help: "Linear LR decay steps at the end.") var lrDecaySteps = 0
+    @Option(name: .long, help: "constant, or cosine: annealing from --lr to --lr-end between warm-up and decay (SAELens's cosineannealing).") var lrSchedule = "constant"
+    @Option(name: .long, help: "Where cosine annealing ends and the final decay starts (default --lr / 10).") var lrEnd: Float?
     @Option(name: .long, help: "Rows per step.") var batchSize = 4096
     @Option(name: .long, help: "Training steps.") var steps: Int?
     @Option(name: .long, help: ArgumentHelp("Training tokens (instead of --steps).", valueName: "n")) var tokens: Int?
@@ -75,6 +77,7 @@ struct SAETrainCommand: ParsableCommand {
             architecture: architecture, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
             auxCoefficient: auxCoefficient, l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth,
             initialThreshold: initialThreshold, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
+            lrSchedule: lrSchedule, lrEnd: lrEnd,
             batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed,
             deadFeatureWindow: deadFeatureWindow ?? deadFeatureTokens.map { max(1, ($0 + batchSize - 1) / batchSize) } ?? 1000,
             logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize,

@@ -17,15 +17,21 @@ import Testing
                             logEvery: 10, checkpointEvery: checkpointEvery, activations: store, dataset: dataset)
     }
 
+    /// Constant and cosine schedules with and without warm-up and decay, step by step as SAELens's scheduler gives them.
     @Test func learningRateScheduleMatchesSAELens() throws {
-        struct Schedule: Decodable { let steps: Int; let warm_up: Int; let decay: Int; let lr: Float; let values: [Float] }
-        let s = try JSONDecoder().decode(Schedule.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/lr-schedule.json")))
-        var settings = settings(steps: s.steps)
-        settings.learningRate = s.lr
-        settings.lrWarmUpSteps = s.warm_up
-        settings.lrDecaySteps = s.decay
-        for (step, expected) in s.values.enumerated() {
-            #expect(Swift.abs(settings.learningRate(at: step) - expected) <= 1e-9, "step \(step)")
+        struct Schedule: Decodable { let scheduler: String; let steps: Int; let warm_up: Int; let decay: Int; let lr: Float; let lr_end: Float; let values: [Float] }
+        let schedules = try JSONDecoder().decode([Schedule].self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/sae/lr-schedules.json")))
+        #expect(schedules.count == 4)
+        for s in schedules {
+            var settings = settings(steps: s.steps)
+            settings.learningRate = s.lr
+            settings.lrWarmUpSteps = s.warm_up
+            settings.lrDecaySteps = s.decay
+            settings.lrSchedule = s.scheduler == "cosineannealing" ? "cosine" : "constant"
+            settings.lrEnd = s.scheduler == "cosineannealing" ? s.lr_end : nil
+            for (step, expected) in s.values.enumerated() {
+                #expect(Swift.abs(settings.learningRate(at: step) - expected) <= 1e-6 * s.lr, "\(s.scheduler) \(s.steps)/\(s.warm_up)/\(s.decay) step \(step): \(settings.learningRate(at: step)) vs \(expected)")
+            }
         }
     }
 
