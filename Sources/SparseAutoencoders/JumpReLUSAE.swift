@@ -160,10 +160,8 @@ public enum JumpReLUSAE {
                 for j in 0..<D { gBDec[j] += small[2 * S + j] }
             }
             if o.applyBDecToInput {
-                let wEnc = wEnc.baseAddress!
                 gBEnc.withUnsafeBufferPointer { gBEnc in gBDec.withUnsafeMutableBufferPointer { gBDec in
-                    let gBEnc = gBEnc.baseAddress!, gBDec = gBDec.baseAddress!
-                    parallelChunks(D, minimumChunk: 64) { range in for j in range { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) } }
+                    SparseCodeBackward.subtractInputPath(gBDec: gBDec.baseAddress!, wEnc: wEnc.baseAddress!, gBEnc: gBEnc.baseAddress!, dIn: D, dSAE: S)
                 } }
             }
         } } } } } } } } } } }

@@ -74,14 +74,18 @@ public enum SAEArchitecture: Equatable, Sendable {
 public func initialSAEParameters(dIn: Int, dSAE: Int, decoderInitNorm: Float = 0.1, threshold: Float? = nil, seed: UInt64) -> SAEParameters {
     var rng = SeededRandom(seed: seed)
     let bound = (6 / Float(dIn)).squareRoot()
-    var wDec = Tensor(zeros: [dSAE, dIn])
+    let directions = Tensor(shape: [dSAE, dIn], scalars: (0..<(dSAE * dIn)).map { _ in (rng.nextUniform() * 2 - 1) * bound })
+    return parametersFromDecoderDirections(directions, decoderInitNorm: decoderInitNorm, threshold: threshold)
+}
+
+/// Decoder rows in the given directions scaled to norm `decoderInitNorm`, `W_enc = W_decᵀ`, biases zero, thresholds at
+/// `threshold` if given: the part of SAELens's initialisation shared by every choice of directions.
+func parametersFromDecoderDirections(_ directions: Tensor, decoderInitNorm: Float, threshold: Float?) -> SAEParameters {
+    let dSAE = directions.shape[0], dIn = directions.shape[1]
+    var wDec = directions
     for i in 0..<dSAE {
         var norm: Float = 0
-        for j in 0..<dIn {
-            let w = (rng.nextUniform() * 2 - 1) * bound
-            wDec.scalars[i * dIn + j] = w
-            norm += w * w
-        }
+        for j in 0..<dIn { norm += wDec.scalars[i * dIn + j] * wDec.scalars[i * dIn + j] }
         let scale = decoderInitNorm / max(norm.squareRoot(), 1e-12)
         for j in 0..<dIn { wDec.scalars[i * dIn + j] *= scale }
     }

@@ -43,11 +43,14 @@ public final class SAEWorkspace {
     }
 
     /// Like `scratch`, for indices.
-    func indexScratch(_ key: Scratch, count: Int) -> UnsafeMutablePointer<Int32> {
-        if let buffer = indexScratch[key], buffer.capacity >= count { return buffer.pointer }
-        indexScratch[key]?.pointer.deallocate()
-        let pointer = UnsafeMutablePointer<Int32>.allocate(capacity: max(count, 1))
-        indexScratch[key] = (pointer, max(count, 1))
+    func indexScratch(_ key: Scratch, count: Int) -> UnsafeMutablePointer<Int32> { Self.buffer(&indexScratch, key, count) }
+
+    private static func buffer<T>(_ buffers: inout [Scratch: (pointer: UnsafeMutablePointer<T>, capacity: Int)], _ key: Scratch,
+                                  _ count: Int) -> UnsafeMutablePointer<T> {
+        if let buffer = buffers[key], buffer.capacity >= count { return buffer.pointer }
+        buffers[key]?.pointer.deallocate()
+        let pointer = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1))
+        buffers[key] = (pointer, max(count, 1))
         return pointer
     }
 
@@ -82,13 +85,7 @@ public final class SAEWorkspace {
     }
 
     /// An internal buffer of at least `count` floats (contents unspecified), valid until the next call with the same key.
-    func scratch(_ key: Scratch, count: Int) -> UnsafeMutablePointer<Float> {
-        if let buffer = scratch[key], buffer.capacity >= count { return buffer.pointer }
-        scratch[key]?.pointer.deallocate()
-        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        scratch[key] = (pointer, max(count, 1))
-        return pointer
-    }
+    func scratch(_ key: Scratch, count: Int) -> UnsafeMutablePointer<Float> { Self.buffer(&scratch, key, count) }
 }
 
 /// A growable list of (row, latent, value) entries of a sparse code, kept across steps.

@@ -73,4 +73,11 @@ enum SparseCodeBackward {
             }
         }
     }
+
+    /// `∂b_dec −= W_enc·∂b_enc`: b_dec's gradient through the centred input, `−Σ_b ∂pre_b·W_encᵀ`, since
+    /// `Σ_b ∂pre_b = ∂b_enc` (a matrix-vector product instead of a matrix product).
+    static func subtractInputPath(gBDec: UnsafeMutablePointer<Float>, wEnc: UnsafePointer<Float>, gBEnc: UnsafePointer<Float>,
+                                  dIn D: Int, dSAE S: Int) {
+        parallelChunks(D, minimumChunk: 64) { range in for j in range { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) } }
+    }
 }

@@ -100,11 +100,9 @@ public enum StandardSAE {
             if applyBDecToInput {
                 // ∂L/∂b_dec through the input: −Σ_b (dz·W_encᵀ)_b.
                 // = −W_enc·∂b_enc, since Σ_b dz_b = ∂b_enc: a matrix-vector product instead of a matrix product.
-                let wEnc = wEnc.baseAddress!
-                gBEnc.withUnsafeBufferPointer { gBEnc in
-                    let gBEnc = gBEnc.baseAddress!
-                    for j in 0..<D { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) }
-                }
+                gBEnc.withUnsafeBufferPointer { gBEnc in gBDec.withUnsafeMutableBufferPointer { gBDec in
+                    SparseCodeBackward.subtractInputPath(gBDec: gBDec.baseAddress!, wEnc: wEnc.baseAddress!, gBEnc: gBEnc.baseAddress!, dIn: D, dSAE: S)
+                } }
             }
             // L1 through the decoder norms.
             for i in 0..<S where norms[i] > 0 {

@@ -63,23 +63,16 @@ public enum SubspaceInitialization {
                                   seed: UInt64) -> SAEParameters {
         let d = subspace.dimension, r = subspace.rank
         var rng = SeededRandom(seed: seed)
-        var wDec = Tensor(zeros: [dSAE, d])
+        var directions = Tensor(zeros: [dSAE, d])
         var coefficients = [Float](repeating: 0, count: r)
         for i in 0..<dSAE {
             for k in 0..<r { coefficients[k] = rng.nextNormal() }
-            var norm: Float = 0
             for j in 0..<d {
                 var w: Float = 0
                 for k in 0..<r { w += coefficients[k] * subspace.basis[k * d + j] }
-                wDec.scalars[i * d + j] = w
-                norm += w * w
+                directions.scalars[i * d + j] = w
             }
-            let scale = decoderInitNorm / max(norm.squareRoot(), 1e-12)
-            for j in 0..<d { wDec.scalars[i * d + j] *= scale }
         }
-        var wEnc = Tensor(zeros: [d, dSAE])
-        for i in 0..<dSAE { for j in 0..<d { wEnc.scalars[j * dSAE + i] = wDec.scalars[i * d + j] } }
-        return SAEParameters(wEnc: wEnc, bEnc: Tensor(zeros: [dSAE]), wDec: wDec, bDec: Tensor(zeros: [d]),
-                             threshold: threshold.map { Tensor(shape: [dSAE], scalars: [Float](repeating: $0, count: dSAE)) })
+        return parametersFromDecoderDirections(directions, decoderInitNorm: decoderInitNorm, threshold: threshold)
     }
 }

@@ -305,10 +305,8 @@ public enum TopKSAE {
             }
             if o.applyBDecToInput {
                 // ∂L/∂b_dec through the centred input: −Σ_b ∂pre_b·W_encᵀ = −W_enc·∂b_enc.
-                let wEnc = wEnc.baseAddress!
-                gBDec.withUnsafeMutableBufferPointer { gBDec in
-                    let gBDec = gBDec.baseAddress!
-                    parallelChunks(D, minimumChunk: 64) { range in for j in range { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) } }
+                gBDec.withUnsafeMutableBufferPointer {
+                    SparseCodeBackward.subtractInputPath(gBDec: $0.baseAddress!, wEnc: wEnc.baseAddress!, gBEnc: gBEnc, dIn: D, dSAE: S)
                 }
             }
         } } } } } } } } } } } } } }
