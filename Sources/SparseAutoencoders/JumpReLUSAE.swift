@@ -121,12 +121,7 @@ public enum JumpReLUSAE {
                         vectorAddScaled(out, preRow[i], wDec + i * D, D)
                     }
                     let gRow = g + b * D
-                    for j in 0..<D {
-                        let r = out[j] - xRow[j]
-                        squared += Double(r) * Double(r)
-                        gRow[j] = 2 * r * invB
-                        gBDec[j] += gRow[j]
-                    }
+                    squared += SparseCodeBackward.rowGradient(reconstruction: out, input: xRow, into: gRow, gBDec: gBDec, count: D, invB: invB)
                     // Active latents: ∂W_dec, ∂z, and ∂pre = ∂z into the encoder; window latents: the threshold's estimator.
                     for a in 0..<nActive {
                         let i = active[a]

@@ -80,4 +80,18 @@ enum SparseCodeBackward {
                                   dIn D: Int, dSAE S: Int) {
         parallelChunks(D, minimumChunk: 64) { range in for j in range { gBDec[j] -= vectorDot(wEnc + j * S, gBEnc, S) } }
     }
+
+    /// One row of the reconstruction loss: `g = 2(x̂ − x)/B` into `g`, added to `gBDec`; returns `Σ (x̂ − x)²`.
+    @inline(__always)
+    static func rowGradient(reconstruction out: UnsafePointer<Float>, input x: UnsafePointer<Float>, into g: UnsafeMutablePointer<Float>,
+                            gBDec: UnsafeMutablePointer<Float>, count D: Int, invB: Float) -> Double {
+        var squared = 0.0
+        for j in 0..<D {
+            let r = out[j] - x[j]
+            squared += Double(r) * Double(r)
+            g[j] = 2 * r * invB
+            gBDec[j] += g[j]
+        }
+        return squared
+    }
 }

@@ -147,13 +147,8 @@ public enum StandardSAE {
                         vectorAddScaled(out, zRow[i], wDec + i * D, D)
                         list.append(row: Int32(b), latent: Int32(i), value: zRow[i])
                     }
-                    let gRow = g + b * D, xRow = xs + b * D
-                    for j in 0..<D {
-                        let r = out[j] - xRow[j]
-                        squared += Double(r) * Double(r)
-                        gRow[j] = 2 * r * invB
-                        gBDec[j] += gRow[j]
-                    }
+                    squared += SparseCodeBackward.rowGradient(reconstruction: out, input: xs + b * D, into: g + b * D, gBDec: gBDec,
+                                                              count: D, invB: invB)
                 }
                 sums[worker] = squared
             }

@@ -266,12 +266,7 @@ public enum TopKSAE {
                         list.append(row: Int32(b), latent: Int32(i), value: a)
                     }
                     let gRow = g + b * D
-                    for j in 0..<D {
-                        let r = out[j] - xRow[j]
-                        squared += Double(r) * Double(r)
-                        gRow[j] = 2 * r * invB
-                        gBDec[j] += gRow[j]
-                    }
+                    squared += SparseCodeBackward.rowGradient(reconstruction: out, input: xRow, into: gRow, gBDec: gBDec, count: D, invB: invB)
                     // AuxK: the dead latents' largest pre-activations fit the (constant) residual.
                     guard let deadMask, kAux > 0 else { continue }
                     let auxCount = selectLargest(hidden, count: S, k: kAux, allowed: deadMask, values: heapValues, indices: chosen)
