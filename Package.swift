@@ -32,7 +32,10 @@ let package = Package(
         .target(name: "InterpModels", dependencies: ["InterpCore", "SafeTensors", "Tokenization"], swiftSettings: settings),
         .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5", "Tokenization", "InterpModels"], swiftSettings: settings),
         .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"], swiftSettings: settings),
-        .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders"],
+        .target(name: "Plots", swiftSettings: settings),
+        .target(name: "Superposition", dependencies: ["InterpCore", "ActivationStore", "SparseAutoencoders", "Plots"], swiftSettings: settings),
+        .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders",
+                                               "Plots", "Superposition"],
                 swiftSettings: settings),
 
         .executableTarget(name: "interp", dependencies: [
@@ -49,6 +52,7 @@ let package = Package(
         .testTarget(name: "InterpModelsTests", dependencies: ["InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "SparseAutoencodersTests", dependencies: ["SparseAutoencoders", "ActivationStore", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "SuperpositionTests", dependencies: ["Superposition", "SparseAutoencoders", "ActivationStore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]

@@ -5,3 +5,5 @@
 @_exported import InterpModels
 @_exported import ActivationStore
 @_exported import SparseAutoencoders
+@_exported import Plots
+@_exported import Superposition

@@ -55,7 +55,9 @@ public struct SparseAutoencoder: Sendable {
         if let norm = config.normalizeActivations, norm != "none" {
             throw InterpError("normalize_activations '\(norm)' is not supported yet", file: configPath)
         }
-        if let reshape = config.reshapeActivations, reshape != "none" {
+        // "hook_z": the SAE reads attention heads concatenated, [n, heads, d_head] as [n, heads·d_head], which is how
+        // interp reads such datasets and splices at such hooks anyway.
+        if let reshape = config.reshapeActivations, !["none", "hook_z"].contains(reshape) {
             throw InterpError("reshape_activations '\(reshape)' is not supported yet", file: configPath)
         }
         let weightsPath = directory + "/sae_weights.safetensors"

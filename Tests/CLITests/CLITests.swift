@@ -289,6 +289,29 @@ import Testing
         #expect(noK.status == 64 && noK.stderr.contains("--architecture batchtopk needs --k"))
     }
 
+    @Test func saeFeatureCount() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let common = ["sae", "feature-count", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations"]
+        let single = try InterpBinary.run(common + ["--sae", "fixtures/sae/interp-topk", "--json", "--svg", dir + "/f.svg"])
+        #expect(single.status == 0, "\(single.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(single.stdout.utf8)) as! [String: Any]
+        let f = object["effective_features"] as! Double, psi = object["superposition"] as! Double
+        #expect(f > 1 && f <= 64 && Swift.abs(psi - f / 24) < 1e-9 && object["n_samples"] as? Int == 300 && object["n_latents"] as? Int == 64)
+        #expect(Set((object["variants"] as! [String: Any]).keys) == ["decoder_weighted", "hill_0", "hill_2", "firing_frequency"])
+        #expect((object["ci95"] as? [Double])?.count == 2)
+        let svg = try String(contentsOfFile: dir + "/f.svg", encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("<polyline") && svg.contains("N = 24 neurons"))
+        // Several SAEs: one row per layer, and the per-layer plot.
+        let layers = try InterpBinary.run(common + ["--sae", "fixtures/sae/interp-topk", "--sae", "fixtures/sae/interp-standard", "--svg", dir + "/layers.svg"])
+        #expect(layers.status == 0 && layers.stdout.split(separator: "\n").count == 3, "\(layers.stdout)\(layers.stderr)")
+        #expect(try String(contentsOfFile: dir + "/layers.svg", encoding: .utf8).contains("Effective features per layer"))
+        // Errors: one line each.
+        let narrow = try InterpBinary.run(["sae", "feature-count", "--sae", "fixtures/sae/interp-topk", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "acts_f16"])
+        #expect(narrow.status == 1 && narrow.stderr == "error: fixtures/store/h5py-written.h5: the SAE's d_in (24) does not match dataset 'acts_f16' (rows of 8)\n")
+        let counts = try InterpBinary.run(common + ["--sae", "fixtures/sae/interp-topk", "--activations", "b.h5", "--sae", "x", "--sae", "y"])
+        #expect(counts.status == 64 && counts.stderr.contains("one --activations for all SAEs or one per --sae"))
+    }
+
     @Test func saeEvalWithModelReportsCrossEntropy() throws {
         let dir = try Fixtures.temporaryDirectory()
         let cached = try interp("cache", "--model", "fixtures/models/gpt2-tl", "--tokens", "fixtures/reference/gpt2.tokens.json",
@@ -322,7 +345,7 @@ import Testing
     }
 
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)

@@ -76,6 +76,20 @@ import Testing
         }
     }
 
+    /// A `[n, heads, d_head]` dataset trains on the heads concatenated; the SAE says so (`reshape_activations:
+    /// "hook_z"`) and loads back for evaluation.
+    @Test func attentionHeadDatasetTrainsAndLoads() throws {
+        let dir = try Fixtures.temporaryDirectory() + "/sae"
+        var s = settings("topk", steps: 30, dataset: "heads")
+        s.batchSize = 10
+        s.dSAE = 40
+        _ = try SAETrainer(settings: s).train(output: dir, resume: false)
+        let sae = try SparseAutoencoder.load(directory: dir)
+        #expect(sae.config.dIn == 20 && sae.config.reshapeActivations == "hook_z")
+        let reader = try ActivationReader(path: TrainerTests.store, dataset: "heads")
+        #expect(try SAEEvaluation.evaluate(sae, reader: reader).rows == 30)
+    }
+
     struct SimulatedCrash: Error {}
 
     /// A run stopped after a checkpoint and resumed ends with the same files as an uninterrupted one, bit for bit:
