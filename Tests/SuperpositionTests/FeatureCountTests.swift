@@ -51,6 +51,21 @@ import Testing
         #expect(base.convergence.last?.samples == rows && Swift.abs(base.convergence.last!.effectiveFeatures - base.effectiveFeatures) < 1e-9)
     }
 
+    @Test func emptyDatasetIsAnError() throws {
+        let path = try Fixtures.temporaryDirectory() + "/empty.h5"
+        do {
+            let file = try HDF5File(creating: path)
+            _ = try HDF5Dataset(creating: "acts", in: file, type: .float32, rowShape: [24], chunkRows: 16)
+        }
+        let sae = try SparseAutoencoder.load(directory: Fixtures.root + "/sae/interp-topk")
+        #expect(throws: InterpError.self) { try FeatureCount.measure(sae, reader: try ActivationReader(path: path, dataset: "acts")) }
+        do {
+            _ = try FeatureCount.measure(sae, reader: try ActivationReader(path: path, dataset: "acts"))
+        } catch let error as InterpError {
+            #expect(!error.description.contains("\n") && error.description.contains("no rows"), "\(error)")
+        }
+    }
+
     @Test func allZeroCodesAreAnError() {
         #expect(throws: InterpError("every SAE code is zero on these 5 rows: no latent is active, so the effective feature count is undefined")) {
             try FeatureCount.measure(codes: Tensor(zeros: [5, 8]), neurons: 2)

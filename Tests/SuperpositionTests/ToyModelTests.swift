@@ -35,3 +35,22 @@ import Testing
         #expect(sparse.effectiveFeatures > 11 && sparse.frobeniusSuperposition > 1.8, "sparse: \(sparse)")
     }
 }
+
+/// The validation pipeline end to end on a tiny sweep (the 40-model run is `interp toy-models`, in the notebook).
+@Suite struct ToyModelValidationTests {
+    @Test func sweepProducesBothCounts() throws {
+        var settings = ToyModelValidation.Settings()
+        settings.models = 2
+        settings.toySteps = 300
+        settings.toyBatchSize = 128
+        settings.samples = 1000
+        settings.saeSteps = 200
+        let report = try ToyModelValidation.run(settings, directory: try Fixtures.temporaryDirectory())
+        #expect(report.rows.count == 2 && report.rows[0].sparsity < 0.01 && report.rows[1].sparsity > 0.99)
+        for row in report.rows {
+            #expect(row.weightEffectiveFeatures >= 1 && row.weightEffectiveFeatures <= 20)
+            #expect(row.saeEffectiveFeatures >= 1 && row.saeEffectiveFeatures <= 40 && row.saeSuperposition == row.saeEffectiveFeatures / 5)
+        }
+        #expect(Swift.abs(ToyModelValidation.pearson([1, 2, 3], [2, 4, 6.5]) - 0.997949) < 1e-5)
+    }
+}
