@@ -33,9 +33,10 @@ let package = Package(
         .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5", "Tokenization", "InterpModels"], swiftSettings: settings),
         .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"], swiftSettings: settings),
         .target(name: "Plots", swiftSettings: settings),
+        .target(name: "ActivationPatching", dependencies: ["InterpCore", "InterpModels"], swiftSettings: settings),
         .target(name: "Superposition", dependencies: ["InterpCore", "ActivationStore", "SparseAutoencoders", "Plots"], swiftSettings: settings),
         .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders",
-                                               "Plots", "Superposition"],
+                                               "Plots", "Superposition", "ActivationPatching"],
                 swiftSettings: settings),
 
         .executableTarget(name: "interp", dependencies: [
@@ -53,6 +54,7 @@ let package = Package(
         .testTarget(name: "ActivationStoreTests", dependencies: ["ActivationStore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "SparseAutoencodersTests", dependencies: ["SparseAutoencoders", "ActivationStore", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "SuperpositionTests", dependencies: ["Superposition", "SparseAutoencoders", "ActivationStore", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "ActivationPatchingTests", dependencies: ["ActivationPatching", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]

@@ -7,3 +7,4 @@
 @_exported import SparseAutoencoders
 @_exported import Plots
 @_exported import Superposition
+@_exported import ActivationPatching
