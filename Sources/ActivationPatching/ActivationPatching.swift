@@ -175,18 +175,57 @@ public enum ActivationPatching {
     }
 }
 
-/// Metrics of the patched logits `[batch, pos, vocab]`.
+/// Metrics of the patched logits `[batch, pos, vocab]`, all read at the last position and averaged over the batch.
 public enum PatchingMetric {
-    /// Mean over the batch of `logit[answer_b] − logit[wrong_b]` at the last position.
+    /// `logit[answer_b] − logit[wrong_b]`.
     public static func logitDifference(answers: [Int], wrongs: [Int]) -> (Tensor) throws -> Double {
         { logits in
-            let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
-            var total = 0.0
-            for b in 0..<B {
-                let row = (b * P + P - 1) * V
-                total += Double(logits.scalars[row + answers[b]]) - Double(logits.scalars[row + wrongs[b]])
-            }
-            return total / Double(B)
+            try mean(logits, answers.count) { row, b in Double(row[answers[b]]) - Double(row[wrongs[b]]) }
         }
+    }
+
+    /// `log softmax(logits)[answer_b]`.
+    public static func logProbability(answers: [Int]) -> (Tensor) throws -> Double {
+        { logits in try mean(logits, answers.count) { row, b in logSoftmax(row)[answers[b]] } }
+    }
+
+    /// `softmax(logits)[answer_b]`.
+    public static func probability(answers: [Int]) -> (Tensor) throws -> Double {
+        { logits in try mean(logits, answers.count) { row, b in Foundation.exp(logSoftmax(row)[answers[b]]) } }
+    }
+
+    /// `KL(clean ‖ patched) = Σ_v p_clean (log p_clean − log p_patched)`, with the clean run's logits given.
+    public static func klFromClean(cleanLogits: Tensor) -> (Tensor) throws -> Double {
+        let V = cleanLogits.shape[2], P = cleanLogits.shape[1]
+        let reference = (0..<cleanLogits.shape[0]).map { b in
+            logSoftmax(Array(cleanLogits.scalars[((b * P + P - 1) * V)..<((b * P + P) * V)]))
+        }
+        return { logits in
+            try mean(logits, reference.count) { row, b in
+                let patched = logSoftmax(row)
+                var kl = 0.0
+                for v in 0..<row.count { kl += Foundation.exp(reference[b][v]) * (reference[b][v] - patched[v]) }
+                return kl
+            }
+        }
+    }
+
+    /// `(m − m_corrupted) / (m_clean − m_corrupted)`: 0 = no effect, 1 = fully restored (denoising).
+    public static func normalized(_ metric: @escaping (Tensor) throws -> Double, clean: Double, corrupted: Double) -> (Tensor) throws -> Double {
+        { logits in (try metric(logits) - corrupted) / (clean - corrupted) }
+    }
+
+    static func logSoftmax(_ row: [Float]) -> [Double] {
+        let m = Double(row.max() ?? 0)
+        let logSum = Foundation.log(row.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }) + m
+        return row.map { Double($0) - logSum }
+    }
+
+    static func mean(_ logits: Tensor, _ expected: Int, _ body: ([Float], Int) -> Double) throws -> Double {
+        let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
+        guard expected == B else { throw InterpError("\(expected) answer tokens for \(B) prompts") }
+        var total = 0.0
+        for b in 0..<B { total += body(Array(logits.scalars[((b * P + P - 1) * V)..<((b * P + P) * V)]), b) }
+        return total / Double(B)
     }
 }

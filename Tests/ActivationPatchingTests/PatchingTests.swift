@@ -83,6 +83,34 @@ import Testing
         for layer in 0..<2 { for pos in 0..<5 { #expect(Swift.abs(table[[layer, pos]] - corruptedMetric) < 1e-5) } }
     }
 
+    /// The other metrics against their definitions, computed here in Double from the same logits.
+    @Test func metricsMatchTheirDefinitions() throws {
+        let model = try ModelLoader.load(directory: Fixtures.model("gpt2-tl"))
+        let prompts = try JSONDecoder().decode(Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/gpt2-tl.json")))
+        let clean = try model.run(try TokenBatch(prompts.clean, config: model.config))
+        let corrupted = try model.run(try TokenBatch(prompts.corrupted, config: model.config))
+        let (B, P, V) = (clean.shape[0], clean.shape[1], clean.shape[2])
+        func last(_ t: Tensor, _ b: Int) -> [Double] { (0..<V).map { Double(t.scalars[(b * P + P - 1) * V + $0]) } }
+        func logProbs(_ row: [Double]) -> [Double] { let lse = Foundation.log(row.reduce(0) { $0 + Foundation.exp($1) }); return row.map { $0 - lse } }
+        var logprob = 0.0, prob = 0.0, kl = 0.0
+        for b in 0..<B {
+            let lp = logProbs(last(corrupted, b)), lc = logProbs(last(clean, b))
+            logprob += lp[prompts.answers[b]] / Double(B)
+            prob += Foundation.exp(lp[prompts.answers[b]]) / Double(B)
+            kl += (0..<V).reduce(0.0) { $0 + Foundation.exp(lc[$1]) * (lc[$1] - lp[$1]) } / Double(B)
+        }
+        #expect(Swift.abs(try PatchingMetric.logProbability(answers: prompts.answers)(corrupted) - logprob) < 1e-9)
+        #expect(Swift.abs(try PatchingMetric.probability(answers: prompts.answers)(corrupted) - prob) < 1e-9)
+        let klMetric = PatchingMetric.klFromClean(cleanLogits: clean)
+        let (klCorrupted, klClean) = (try klMetric(corrupted), try klMetric(clean))
+        #expect(Swift.abs(klCorrupted - kl) < 1e-9 && kl > 0)
+        #expect(Swift.abs(klClean) < 1e-12)
+        let diff = PatchingMetric.logitDifference(answers: prompts.answers, wrongs: prompts.wrongs)
+        let normalised = PatchingMetric.normalized(diff, clean: try diff(clean), corrupted: try diff(corrupted))
+        let (atClean, atCorrupted) = (try normalised(clean), try normalised(corrupted))
+        #expect(Swift.abs(atClean - 1) < 1e-12 && Swift.abs(atCorrupted) < 1e-12)
+    }
+
     @Test func badRequestsAreOneLineErrors() throws {
         let model = try ModelLoader.load(directory: Fixtures.model("induction-2l"))
         let a = try TokenBatch([[0, 1, 2, 3]], config: model.config), b = try TokenBatch([[0, 1, 2]], config: model.config)

@@ -289,6 +289,42 @@ import Testing
         #expect(noK.status == 64 && noK.stderr.contains("--architecture batchtopk needs --k"))
     }
 
+    /// `interp patch` writes TransformerLens's table (here resid_pre by layer,pos, denoise, logit difference) as JSON,
+    /// normalised on request, and a heatmap; bad requests are one-line errors.
+    @Test func patchWritesTheTableAndHeatmap() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        struct Prompts: Decodable { let clean: [[Int]]; let corrupted: [[Int]]; let answers: [Int]; let wrongs: [Int] }
+        let prompts = try JSONDecoder().decode(Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/induction-2l.json")))
+        try JSONEncoder().encode(prompts.clean).write(to: URL(fileURLWithPath: dir + "/clean.json"))
+        try JSONEncoder().encode(prompts.corrupted).write(to: URL(fileURLWithPath: dir + "/corrupted.json"))
+        let common = ["patch", "--model", "fixtures/models/induction-2l", "--clean", dir + "/clean.json", "--corrupted", dir + "/corrupted.json",
+                      "--answer", "\(prompts.answers[0])", "--answer", "\(prompts.answers[1])", "--wrong", "\(prompts.wrongs[0])",
+                      "--wrong", "\(prompts.wrongs[1])"]
+        let result = try InterpBinary.run(common + ["--site", "resid_pre", "--out", dir + "/r.json", "--svg", dir + "/r.svg"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/r.json"))) as! [String: Any]
+        #expect(object["axes"] as? [String] == ["layer", "pos"] && object["shape"] as? [Int] == [2, 10] && object["site"] as? String == "resid_pre")
+        let values = (object["values"] as! [[Double]]).flatMap { $0 }
+        let reference = try SafeTensorsFile(path: Fixtures.root + "/patching/induction-2l.safetensors").tensor("denoise.resid_pre.layer,pos")
+        #expect(zip(values, reference.scalars).allSatisfy { Swift.abs($0 - Double($1)) < 1e-4 })
+        #expect(try String(contentsOfFile: dir + "/r.svg", encoding: .utf8).contains("<rect"))
+        let normalised = try InterpBinary.run(common + ["--site", "resid_pre", "--normalize", "--out", dir + "/n.json"])
+        let n = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/n.json"))) as! [String: Any]
+        let nv = (n["values"] as! [[Double]]).flatMap { $0 }
+        #expect(normalised.status == 0 && Swift.abs(nv[5] - 1) < 1e-5 && Swift.abs(nv[0]) < 1e-5)   // layer 0 pos 5 restores all; pos 0 nothing
+        // Errors.
+        try JSONEncoder().encode(prompts.corrupted.map { Array($0.dropLast()) }).write(to: URL(fileURLWithPath: dir + "/short.json"))
+        let short = try InterpBinary.run(["patch", "--model", "fixtures/models/induction-2l", "--clean", dir + "/clean.json", "--corrupted", dir + "/short.json",
+                                          "--answer", "1", "--wrong", "2", "--site", "resid_pre", "--out", dir + "/x.json"])
+        #expect(short.status == 1 && short.stderr == "error: clean and corrupted prompts differ in shape: 2 × 10 tokens vs 2 × 9\n", "\(short.stderr)")
+        let site = try InterpBinary.run(common + ["--site", "resid", "--out", dir + "/x.json"])
+        #expect(site.status == 64 && site.stderr.contains("unknown site 'resid'"))
+        let range = try InterpBinary.run(["patch", "--model", "fixtures/models/induction-2l", "--clean", dir + "/clean.json", "--corrupted", dir + "/corrupted.json",
+                                          "--answer", "64", "--wrong", "2", "--site", "resid_pre", "--out", dir + "/x.json"])
+        #expect(range.status == 1 && range.stderr == "error: --answer 64 is outside the vocabulary (0..<64)\n", "\(range.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/x.json"))
+    }
+
     @Test func saeFeatureCount() throws {
         let dir = try Fixtures.temporaryDirectory()
         let common = ["sae", "feature-count", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations"]
@@ -345,7 +381,7 @@ import Testing
     }
 
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"], ["patch", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)
