@@ -46,7 +46,7 @@ public struct SAEEvaluation: Encodable, Sendable {
             guard x.scalars.allSatisfy(\.isFinite) else {
                 throw InterpError("rows \(start)..<\(end) of dataset '\(reader.dataset.name)' contain NaN or infinite values", file: reader.path)
             }
-            let z = try sae.encode(x), xhat = try sae.reconstruct(x)
+            let (z, xhat) = try sae.encodeAndReconstruct(x)
             for r in 0..<(end - start) {
                 for j in 0..<D {
                     let v = Double(x.scalars[r * D + j])

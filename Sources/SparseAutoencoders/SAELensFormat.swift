@@ -91,6 +91,11 @@ public struct SparseAutoencoder: Sendable {
         try run(x).reconstruction
     }
 
+    /// Both in one pass: latent activations `[batch, d_sae]` and the reconstruction `[batch, d_in]`.
+    public func encodeAndReconstruct(_ x: Tensor) throws -> (featureActs: Tensor, reconstruction: Tensor) {
+        try run(x)
+    }
+
     private func run(_ x: Tensor) throws -> (featureActs: Tensor, reconstruction: Tensor) {
         try check(x)
         if config.architecture == "jumprelu" {
