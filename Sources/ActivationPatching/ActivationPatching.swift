@@ -114,7 +114,7 @@ public enum ActivationPatching {
     /// source run's, and `metric` of its logits.
     public static func reference(model: TransformerModel, clean: TokenBatch, corrupted: TokenBatch, site: PatchSite,
                                  indexing: PatchIndexing, direction: PatchDirection = .denoise,
-                                 metric: (Tensor) throws -> Double) throws -> PatchingTable {
+                                 metric: PatchingMetric) throws -> PatchingTable {
         try validate(model: model, clean: clean, corrupted: corrupted, site: site, indexing: indexing)
         let (base, source) = direction == .denoise ? (corrupted, clean) : (clean, corrupted)
         let hooks = (0..<model.config.nLayers).map { hook(site, layer: $0) }
@@ -135,23 +135,178 @@ public enum ActivationPatching {
         return PatchingTable(site: site, indexing: indexing, shape: shape, values: values)
     }
 
+    /// The patching table, fast: equal to `reference` (up to float rounding) at a fraction of its cost.
+    ///
+    /// A cell whose source slice equals the base run's there changes nothing and gets the base run's metric without
+    /// a run. Every other cell becomes one continued run per prompt it changes: it enters at the patched layer from
+    /// the base run's cached residual stream, recomputes only positions from the first one the patch changes (earlier
+    /// ones, and their keys and values, are the base run's: causal attention cannot carry a change backwards), and
+    /// produces only the logits the metric reads. Cells are batched into runs of at most `maxRows` rows in all, so
+    /// memory stays bounded; `progress` hears (cells done, cells) after each batch and at the end.
+    public static func table(model: TransformerModel, clean: TokenBatch, corrupted: TokenBatch, site: PatchSite,
+                             indexing: PatchIndexing, direction: PatchDirection = .denoise, metric: PatchingMetric,
+                             maxRows: Int = 4096, progress: ((Int, Int) -> Void)? = nil) throws -> PatchingTable {
+        try validate(model: model, clean: clean, corrupted: corrupted, site: site, indexing: indexing)
+        let (baseTokens, sourceTokens) = direction == .denoise ? (corrupted, clean) : (clean, corrupted)
+        let c = model.config, B = clean.batch, P = clean.positions
+        let hooks = (0..<c.nLayers).map { hook(site, layer: $0) }
+        // One forward for both: prompts 0..<B are the base run, B..<2B the source.
+        let both = try TokenBatch(baseTokens.rows + sourceTokens.rows, config: c)
+        let base = try model.baseRun(both, caching: hooks)
+        let shape = shape(indexing, config: c, positions: P)
+        let count = shape.reduce(1, *)
+
+        // The continued runs of every cell that changes something.
+        let causal = c.attentionDir == .causal
+        var cells: [(cell: Int, runs: [ContinuedRun], rows: Int)] = []
+        for flat in 0..<count {
+            var index = [Int](repeating: 0, count: shape.count), rest = flat
+            for d in stride(from: shape.count - 1, through: 0, by: -1) { index[d] = rest % shape[d]; rest /= shape[d] }
+            let activation = base.cache[hooks[index[0]]]!
+            var runs: [ContinuedRun] = []
+            for b in 0..<B {
+                guard let first = firstChange(site, indexing, index: index, in: activation, base: b, source: B + b) else { continue }
+                runs.append(ContinuedRun(prompt: b, start: causal ? first : 0, layer: index[0], site: site.hookSite,
+                                         edit: patchEdit(site, indexing, index: index, from: activation, prompt: B + b)))
+            }
+            if !runs.isEmpty { cells.append((flat, runs, runs.reduce(0) { $0 + P - $1.start })) }
+        }
+
+        let readCount = metric.logitIndices?.count ?? c.dVocabOut
+        // With every position read, the logits of a batch are rows × vocabulary read: keep them to ~256 MB.
+        let rowLimit = max(1, metric.positions == .all ? min(maxRows, (64 << 20) / readCount) : maxRows)
+        // The base prompts' own logits ride along with the first batch: unedited runs, one row each when the
+        // last position is read.
+        let baseStart = metric.positions == .last && causal ? P - 1 : 0
+        let baseRuns = (0..<B).map { ContinuedRun(prompt: $0, start: baseStart, layer: 0, site: .residPre) { _ in } }
+        var baseRead = Tensor(zeros: [0]), values = [Double?](repeating: nil, count: count)
+        var first = 0
+        repeat {
+            var last = first, rows = first == 0 ? B * (P - baseStart) : 0
+            while last < cells.count && (last == first || rows + cells[last].rows <= rowLimit) {
+                rows += cells[last].rows
+                last += 1
+            }
+            let batch = cells[first..<last]
+            var logits = try model.continueRuns(from: base, batch.flatMap(\.runs) + (first == 0 ? baseRuns : []),
+                                                positions: metric.positions, logitIndices: metric.logitIndices)
+            if first == 0 {
+                let own = logits.suffix(B)
+                baseRead = Tensor(shape: [B] + own[own.startIndex].shape, scalars: own.flatMap(\.scalars))
+                logits.removeLast(B)
+            }
+            var next = 0
+            for (cell, runs, _) in batch {
+                // The base run's logits, with each continued prompt's rows put in.
+                var read = baseRead
+                let positionsRead = read.shape[1]
+                read.withUnsafeMutableBufferPointer { out in
+                    for run in runs {
+                        let rows = logits[next]
+                        next += 1
+                        let firstPosition = positionsRead - rows.shape[0]
+                        rows.withUnsafeBufferPointer { r in
+                            (out.baseAddress! + (run.prompt * positionsRead + firstPosition) * readCount).update(from: r.baseAddress!, count: r.count)
+                        }
+                    }
+                }
+                values[cell] = try metric.evaluate(read)
+            }
+            first = last
+            progress?(last < cells.count ? cells[last].cell : count, count)
+        } while first < cells.count
+        // Cells that change nothing have the base run's metric.
+        let baseValue = try metric.evaluate(baseRead)
+        return PatchingTable(site: site, indexing: indexing, shape: shape, values: values.map { $0 ?? baseValue })
+    }
+
+    /// The first position at which patching `index` changes prompt `b`'s activation (prompt `sb`'s differs from it
+    /// in the slice), or nil if it changes nothing.
+    static func firstChange(_ site: PatchSite, _ indexing: PatchIndexing, index: [Int], in activation: Tensor,
+                            base b: Int, source sb: Int) -> Int? {
+        let shape = activation.shape
+        return activation.withUnsafeBufferPointer { x in
+            func differs(_ offset: Int, _ sourceOffset: Int, _ count: Int) -> Bool {
+                for i in 0..<count where x[offset + i] != x[sourceOffset + i] { return true }
+                return false
+            }
+            if site == .pattern {
+                // [batch, head, dest, src]
+                let (H, P) = (shape[1], shape[2]), h = index[1]
+                let row = { (b: Int, dest: Int) in ((b * H + h) * P + dest) * P }
+                switch indexing {
+                case .layerHead: return (0..<P).first { differs(row(b, $0), row(sb, $0), P) }
+                case .layerHeadDest: return differs(row(b, index[2]), row(sb, index[2]), P) ? index[2] : nil
+                default: return differs(row(b, index[2]) + index[3], row(sb, index[2]) + index[3], 1) ? index[2] : nil
+                }
+            }
+            let P = shape[1], width = shape.dropFirst(2).reduce(1, *)
+            let at = { (b: Int, p: Int) in (b * P + p) * width }
+            switch indexing {
+            case .layerPos: return differs(at(b, index[1]), at(sb, index[1]), width) ? index[1] : nil
+            case .layerPosHead:
+                let d = shape[3], h = index[2]
+                return differs(at(b, index[1]) + h * d, at(sb, index[1]) + h * d, d) ? index[1] : nil
+            default:   // (layer, head) over all positions
+                let d = shape[3], h = index[1]
+                return (0..<P).first { differs(at(b, $0) + h * d, at(sb, $0) + h * d, d) }
+            }
+        }
+    }
+
+    /// The edit of a continued run: `copySlice` from prompt `b` of `source`, restricted to the positions the run holds.
+    static func patchEdit(_ site: PatchSite, _ indexing: PatchIndexing, index: [Int], from source: Tensor, prompt b: Int) -> (RunSlice) -> Void {
+        let shape = source.shape
+        return { slice in
+            source.withUnsafeBufferPointer { s in
+                let s = s.baseAddress!
+                if site == .pattern {
+                    let (H, P) = (shape[1], shape[2]), h = index[1]
+                    let row = { (dest: Int) in s + ((b * H + h) * P + dest) * P }
+                    switch indexing {
+                    case .layerHead:
+                        for dest in slice.positions { slice.patternRow(head: h, query: dest)?.baseAddress!.update(from: row(dest), count: P) }
+                    case .layerHeadDest:
+                        slice.patternRow(head: h, query: index[2])?.baseAddress!.update(from: row(index[2]), count: P)
+                    default:
+                        if let target = slice.patternRow(head: h, query: index[2]) { target[index[3]] = row(index[2])[index[3]] }
+                    }
+                    return
+                }
+                let P = shape[1], width = shape.dropFirst(2).reduce(1, *)
+                switch indexing {
+                case .layerPos:
+                    slice.row(index[1])?.baseAddress!.update(from: s + (b * P + index[1]) * width, count: width)
+                case .layerPosHead:
+                    let d = shape[3], h = index[2]
+                    (slice.row(index[1])?.baseAddress).map { $0 + h * d }?.update(from: s + (b * P + index[1]) * width + h * d, count: d)
+                default:
+                    let d = shape[3], h = index[1]
+                    for p in slice.positions {
+                        (slice.row(p)?.baseAddress).map { $0 + h * d }?.update(from: s + (b * P + p) * width + h * d, count: d)
+                    }
+                }
+            }
+        }
+    }
+
     /// TransformerLens's `get_act_patch_block_every`: resid_pre, attn_out and mlp_out by (layer, pos).
     public static func blockEvery(model: TransformerModel, clean: TokenBatch, corrupted: TokenBatch, direction: PatchDirection = .denoise,
-                                  metric: (Tensor) throws -> Double) throws -> [PatchingTable] {
+                                  metric: PatchingMetric) throws -> [PatchingTable] {
         try [PatchSite.residPre, .attnOut, .mlpOut].map {
-            try reference(model: model, clean: clean, corrupted: corrupted, site: $0, indexing: .layerPos, direction: direction, metric: metric)
+            try table(model: model, clean: clean, corrupted: corrupted, site: $0, indexing: .layerPos, direction: direction, metric: metric)
         }
     }
 
     /// TransformerLens's `get_act_patch_attn_head_all_pos_every` (by (layer, head)) or `…_by_pos_every` (by
     /// (layer, pos, head); the pattern, patched by destination position, is laid out the same way).
     public static func headEvery(model: TransformerModel, clean: TokenBatch, corrupted: TokenBatch, byPosition: Bool,
-                                 direction: PatchDirection = .denoise, metric: (Tensor) throws -> Double) throws -> [PatchingTable] {
+                                 direction: PatchDirection = .denoise, metric: PatchingMetric) throws -> [PatchingTable] {
         var tables = try [PatchSite.headOut, .q, .k, .v].map {
-            try reference(model: model, clean: clean, corrupted: corrupted, site: $0, indexing: byPosition ? .layerPosHead : .layerHead,
+            try table(model: model, clean: clean, corrupted: corrupted, site: $0, indexing: byPosition ? .layerPosHead : .layerHead,
                           direction: direction, metric: metric)
         }
-        let pattern = try reference(model: model, clean: clean, corrupted: corrupted, site: .pattern,
+        let pattern = try table(model: model, clean: clean, corrupted: corrupted, site: .pattern,
                                     indexing: byPosition ? .layerHeadDest : .layerHead, direction: direction, metric: metric)
         guard byPosition else { return tables + [pattern] }
         // [layer, head, dest] → [layer, pos, head]
@@ -175,33 +330,73 @@ public enum ActivationPatching {
     }
 }
 
-/// Metrics of the patched logits `[batch, pos, vocab]`, all read at the last position and averaged over the batch.
-public enum PatchingMetric {
-    /// `logit[answer_b] − logit[wrong_b]`.
-    public static func logitDifference(answers: [Int], wrongs: [Int]) -> (Tensor) throws -> Double {
-        { logits in
-            try mean(logits, answers.count) { row, b in Double(row[answers[b]]) - Double(row[wrongs[b]]) }
+/// A number read off the logits of a run: what a patching table records per cell. It says which positions and which
+/// vocabulary entries it reads, so the fast path computes those logits only.
+public struct PatchingMetric {
+    /// The positions it reads (`.last`: it sees `[batch, 1, …]`).
+    public var positions: LogitPositions
+    /// The vocabulary entries it reads, in this order (it sees `[…, logitIndices.count]`); nil = all of them.
+    public var logitIndices: [Int]?
+    /// The metric of logits restricted to `positions` and `logitIndices`.
+    public var evaluate: (Tensor) throws -> Double
+
+    public init(positions: LogitPositions, logitIndices: [Int]? = nil, evaluate: @escaping (Tensor) throws -> Double) {
+        self.positions = positions
+        self.logitIndices = logitIndices
+        self.evaluate = evaluate
+    }
+
+    /// The metric of full logits `[batch, pos, vocab]`.
+    public func callAsFunction(_ logits: Tensor) throws -> Double { try evaluate(restricted(logits)) }
+
+    /// `logits` `[batch, pos, vocab]` cut down to what the metric reads.
+    public func restricted(_ logits: Tensor) -> Tensor {
+        let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
+        if positions == .all && logitIndices == nil { return logits }
+        let first = positions == .last ? P - 1 : 0, count = P - first
+        let indices = logitIndices ?? Array(0..<V)
+        var out = [Float](repeating: 0, count: B * count * indices.count)
+        logits.withUnsafeBufferPointer { x in
+            for b in 0..<B {
+                for p in 0..<count {
+                    let row = x.baseAddress! + (b * P + first + p) * V, dst = (b * count + p) * indices.count
+                    for (j, v) in indices.enumerated() { out[dst + j] = row[v] }
+                }
+            }
+        }
+        return Tensor(shape: [B, count, indices.count], scalars: out)
+    }
+
+    /// `logit[answer_b] − logit[wrong_b]` at the last position, averaged over prompts.
+    public static func logitDifference(answers: [Int], wrongs: [Int]) -> PatchingMetric {
+        let indices = Array(Set(answers + wrongs)).sorted()
+        let column = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
+        return PatchingMetric(positions: .last, logitIndices: indices) { logits in
+            try lastRowMean(logits, answers.count) { row, b in Double(row[column[answers[b]]!]) - Double(row[column[wrongs[b]]!]) }
         }
     }
 
-    /// `log softmax(logits)[answer_b]`.
-    public static func logProbability(answers: [Int]) -> (Tensor) throws -> Double {
-        { logits in try mean(logits, answers.count) { row, b in logSoftmax(row)[answers[b]] } }
+    /// `log softmax(logits)[answer_b]` at the last position, averaged over prompts.
+    public static func logProbability(answers: [Int]) -> PatchingMetric {
+        PatchingMetric(positions: .last) { logits in try lastRowMean(logits, answers.count) { row, b in logSoftmax(row)[answers[b]] } }
     }
 
-    /// `softmax(logits)[answer_b]`.
-    public static func probability(answers: [Int]) -> (Tensor) throws -> Double {
-        { logits in try mean(logits, answers.count) { row, b in Foundation.exp(logSoftmax(row)[answers[b]]) } }
+    /// `softmax(logits)[answer_b]` at the last position, averaged over prompts.
+    public static func probability(answers: [Int]) -> PatchingMetric {
+        PatchingMetric(positions: .last) { logits in
+            try lastRowMean(logits, answers.count) { row, b in Foundation.exp(logSoftmax(row)[answers[b]]) }
+        }
     }
 
-    /// `KL(clean ‖ patched) = Σ_v p_clean (log p_clean − log p_patched)`, with the clean run's logits given.
-    public static func klFromClean(cleanLogits: Tensor) -> (Tensor) throws -> Double {
+    /// `KL(clean ‖ patched) = Σ_v p_clean (log p_clean − log p_patched)` at the last position, averaged over prompts,
+    /// with the clean run's logits `[batch, pos, vocab]` given.
+    public static func klFromClean(cleanLogits: Tensor) -> PatchingMetric {
         let V = cleanLogits.shape[2], P = cleanLogits.shape[1]
         let reference = (0..<cleanLogits.shape[0]).map { b in
             logSoftmax(Array(cleanLogits.scalars[((b * P + P - 1) * V)..<((b * P + P) * V)]))
         }
-        return { logits in
-            try mean(logits, reference.count) { row, b in
+        return PatchingMetric(positions: .last) { logits in
+            try lastRowMean(logits, reference.count) { row, b in
                 let patched = logSoftmax(row)
                 var kl = 0.0
                 for v in 0..<row.count { kl += Foundation.exp(reference[b][v]) * (reference[b][v] - patched[v]) }
@@ -211,8 +406,10 @@ public enum PatchingMetric {
     }
 
     /// `(m − m_corrupted) / (m_clean − m_corrupted)`: 0 = no effect, 1 = fully restored (denoising).
-    public static func normalized(_ metric: @escaping (Tensor) throws -> Double, clean: Double, corrupted: Double) -> (Tensor) throws -> Double {
-        { logits in (try metric(logits) - corrupted) / (clean - corrupted) }
+    public static func normalized(_ metric: PatchingMetric, clean: Double, corrupted: Double) -> PatchingMetric {
+        var out = metric
+        out.evaluate = { logits in (try metric.evaluate(logits) - corrupted) / (clean - corrupted) }
+        return out
     }
 
     static func logSoftmax(_ row: [Float]) -> [Double] {
@@ -221,7 +418,8 @@ public enum PatchingMetric {
         return row.map { Double($0) - logSum }
     }
 
-    static func mean(_ logits: Tensor, _ expected: Int, _ body: ([Float], Int) -> Double) throws -> Double {
+    /// The mean over prompts of `body(last row, prompt)`.
+    static func lastRowMean(_ logits: Tensor, _ expected: Int, _ body: ([Float], Int) -> Double) throws -> Double {
         let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
         guard expected == B else { throw InterpError("\(expected) answer tokens for \(B) prompts") }
         var total = 0.0

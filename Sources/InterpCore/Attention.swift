@@ -51,21 +51,26 @@ public enum Attention {
     public static func softmax(_ scores: UnsafeMutablePointer<Float>, rows: Int, width: Int, causalBlock: Int? = nil) {
         parallelChunks(rows, minimumChunk: 256) { range in
             for r in range {
-                let row = scores + r * width
-                let valid = causalBlock.map { min(r % $0 + 1, width) } ?? width
-                var maximum = -Float.infinity
-                for i in 0..<valid { maximum = max(maximum, row[i]) }
-                if maximum == -.infinity {
-                    for i in 0..<width { row[i] = 0 }
-                    continue
-                }
-                let m = Lanes(repeating: maximum)
-                mapInPlace(row, valid, vector: { vectorExp($0 - m) }, scalar: { expf($0 - maximum) })
-                let inverse = 1 / vectorSum(row, valid)
-                for i in 0..<valid { row[i] *= inverse }
-                for i in valid..<width { row[i] = 0 }
+                softmaxRow(scores + r * width, valid: causalBlock.map { min(r % $0 + 1, width) } ?? width, width: width)
             }
         }
+    }
+
+    /// Softmax of one row over its first `valid` entries, in place; entries from `valid` to `width` become 0, and so
+    /// does a row of only −∞.
+    @inline(__always)
+    public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, width: Int) {
+        var maximum = -Float.infinity
+        for i in 0..<valid { maximum = max(maximum, row[i]) }
+        if maximum == -.infinity {
+            for i in 0..<width { row[i] = 0 }
+            return
+        }
+        let m = Lanes(repeating: maximum)
+        mapInPlace(row, valid, vector: { vectorExp($0 - m) }, scalar: { expf($0 - maximum) })
+        let inverse = 1 / vectorSum(row, valid)
+        for i in 0..<valid { row[i] *= inverse }
+        for i in valid..<width { row[i] = 0 }
     }
 
     /// `z[b, q, h] = Σ_k pattern[b, h, q, k] · V[b, k, h]`, written as `[batch·pos, heads·headDim]`.

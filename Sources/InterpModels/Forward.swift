@@ -95,7 +95,7 @@ private final class ForwardPass {
                                        scaleHook: .block(layer, .ln1Scale), normalizedHook: .block(layer, .ln1Normalized))
             try attention(layer: layer, weights: weights, input: attnIn)
             try visit(.block(layer, .attnOut), work.attnOut)
-            add(work.attnOut, into: work.resid, count: rows * D)
+            Dense.add(work.attnOut, into: work.resid, count: rows * D)
             if c.attnOnly {
                 try visit(.block(layer, .residPost), work.resid)
                 continue
@@ -105,7 +105,7 @@ private final class ForwardPass {
                                       scaleHook: .block(layer, .ln2Scale), normalizedHook: .block(layer, .ln2Normalized))
             try mlp(layer: layer, weights: weights, input: mlpIn)
             try visit(.block(layer, .mlpOut), work.mlpOut)
-            add(work.mlpOut, into: work.resid, count: rows * D)
+            Dense.add(work.mlpOut, into: work.resid, count: rows * D)
             try visit(.block(layer, .residPost), work.resid)
         }
         let final = try normalize(work.resid, parameters: model.lnFinal,
@@ -201,7 +201,7 @@ private final class ForwardPass {
         weights.wO.withUnsafeBufferPointer { wO in
             weights.bO.withUnsafeBufferPointer { bO in
                 if !hooks.isActive(resultHook) {
-                    fillRows(work.attnOut, rows: rows, with: bO.baseAddress!, width: D)
+                    Dense.fillRows(work.attnOut, rows: rows, with: bO.baseAddress!, width: D)
                     GEMM.multiply(m: rows, n: D, k: hd, work.z, lda: hd, wO.baseAddress!, ldb: D,
                                   work.attnOut, ldc: D, beta: 1)
                 }
@@ -236,7 +236,7 @@ private final class ForwardPass {
         }
         weights.bIn.withUnsafeBufferPointer { b in
             if hooks.isActive(preHook) {
-                addRows(b.baseAddress!, to: work.mlpHidden, rows: rows, width: F)
+                Dense.addRows(b.baseAddress!, to: work.mlpHidden, rows: rows, width: F)
             } else {
                 c.actFn!.apply(work.mlpHidden, rows: rows, width: F, bias: b.baseAddress!)
             }
@@ -251,35 +251,9 @@ private final class ForwardPass {
 
     // MARK: - Helpers
 
-    /// `out[rows × outWidth] = input[rows × width] · weight[width × outWidth] + bias`.
     private func linear(_ input: UnsafePointer<Float>, width: Int, weight: [Float], bias: [Float], outWidth: Int,
                         into out: UnsafeMutablePointer<Float>) {
-        weight.withUnsafeBufferPointer { w in
-            bias.withUnsafeBufferPointer { b in
-                fillRows(out, rows: rows, with: b.baseAddress!, width: outWidth)
-                GEMM.multiply(m: rows, n: outWidth, k: width, input, lda: width, w.baseAddress!, ldb: outWidth,
-                              out, ldc: outWidth, beta: 1)
-            }
-        }
-    }
-
-    private func fillRows(_ out: UnsafeMutablePointer<Float>, rows: Int, with row: UnsafePointer<Float>, width: Int) {
-        parallelChunks(rows, minimumChunk: 64) { range in
-            for r in range { (out + r * width).update(from: row, count: width) }
-        }
-    }
-
-    private func addRows(_ row: UnsafePointer<Float>, to out: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        parallelChunks(rows, minimumChunk: 64) { range in
-            for r in range {
-                let dst = out + r * width
-                for i in 0..<width { dst[i] += row[i] }
-            }
-        }
-    }
-
-    private func add(_ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { target[i] += source[i] }
+        Dense.linear(input, rows: rows, width: width, weight: weight, bias: bias, outWidth: outWidth, into: out)
     }
 
     /// Runs the hook point `name` over the activation stored as `rows` rows of `width` floats, `stride` apart

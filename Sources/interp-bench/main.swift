@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "interp-bench",
         abstract: "Benchmark workloads (build with -c release). Run once with the environment as it is and once with `env -u OPENBLAS_CORETYPE`.",
-        subcommands: [GEMMBench.self, ForwardBench.self, TokenizeBench.self, StoreBench.self, CacheBench.self, SAEBench.self])
+        subcommands: [GEMMBench.self, ForwardBench.self, TokenizeBench.self, StoreBench.self, CacheBench.self, SAEBench.self, PatchBench.self])
 }
 
 struct RunOptions: ParsableArguments {
@@ -15,22 +15,24 @@ struct RunOptions: ParsableArguments {
 }
 
 struct GEMMBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gemm", abstract: "sgemm n×n×n, fp32, through interp's GEMM.")
-    @Option(help: "Matrix size n.") var size = 4096
+    static let configuration = CommandConfiguration(commandName: "gemm", abstract: "sgemm m×k by k×n, fp32, through interp's GEMM (default n×n×n).")
+    @Option(help: "Matrix size n (and m and k unless given).") var size = 4096
+    @Option(help: "Rows of A and C.") var m: Int?
+    @Option(help: "Columns of A, rows of B.") var k: Int?
     @OptionGroup var options: RunOptions
 
     func run() throws {
-        let n = size
+        let (m, k, n) = (self.m ?? size, self.k ?? size, size)
         var rng = SeededRandom(seed: 1)
-        let a = rng.normalTensor([n, n], std: 1), b = rng.normalTensor([n, n], std: 1)
-        var c = Tensor(zeros: [n, n])
+        let a = rng.normalTensor([m, k], std: 1), b = rng.normalTensor([k, n], std: 1)
+        var c = Tensor(zeros: [m, n])
         let times = measure(runs: options.runs) {
             a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
-                GEMM.multiply(m: n, n: n, k: n, a.baseAddress!, lda: n, b.baseAddress!, ldb: n, c.baseAddress!, ldc: n)
+                GEMM.multiply(m: m, n: n, k: k, a.baseAddress!, lda: k, b.baseAddress!, ldb: n, c.baseAddress!, ldc: n)
             } } }
         }
-        let flops = 2.0 * Double(n) * Double(n) * Double(n)
-        report("gemm \(n)×\(n)×\(n)", times: times, extra: ["GFLOP/s": flops / median(times) / 1e9])
+        let flops = 2.0 * Double(m) * Double(n) * Double(k)
+        report("gemm \(m)×\(k) by \(k)×\(n)", times: times, extra: ["GFLOP/s": flops / median(times) / 1e9])
     }
 }
 

@@ -81,7 +81,7 @@ struct PatchCommand: ParsableCommand {
         }
         let answers = answer.isEmpty ? [] : try tokens(answer, "--answer"), wrongs = wrong.isEmpty ? [] : try tokens(wrong, "--wrong")
         let cleanLogits = try transformer.run(cleanBatch), corruptedLogits = try transformer.run(corruptedBatch)
-        var measure: (Tensor) throws -> Double
+        var measure: PatchingMetric
         switch metric {
         case "logit-diff": measure = PatchingMetric.logitDifference(answers: answers, wrongs: wrongs)
         case "logprob": measure = PatchingMetric.logProbability(answers: answers)
@@ -95,8 +95,12 @@ struct PatchCommand: ParsableCommand {
         }
         let patchSite = PatchSite(rawValue: site)!
         let indexing = by.flatMap(PatchIndexing.init(rawValue:)) ?? patchSite.indexings[0]
-        let table = try ActivationPatching.reference(model: transformer, clean: cleanBatch, corrupted: corruptedBatch, site: patchSite,
-                                                     indexing: indexing, direction: PatchDirection(rawValue: direction)!, metric: measure)
+        let start = Date()
+        let table = try ActivationPatching.table(model: transformer, clean: cleanBatch, corrupted: corruptedBatch, site: patchSite,
+                                                 indexing: indexing, direction: PatchDirection(rawValue: direction)!, metric: measure) { done, total in
+            FileHandle.standardError.write(Data(String(format: "\rpatched %d/%d cells (%.1f s)", done, total, Date().timeIntervalSince(start)).utf8))
+            if done == total { FileHandle.standardError.write(Data("\n".utf8)) }
+        }
         // Labels: positions with the clean tokens (strings when the model has a tokenizer).
         let firstPrompt = cleanBatch.rows[0]
         let positionLabels = firstPrompt.enumerated().map { position, id in

@@ -32,12 +32,16 @@ import Testing
         let site = try #require(PatchSite(rawValue: parts[0])), indexing = try #require(PatchIndexing(rawValue: parts[1]))
         let metric = PatchingMetric.logitDifference(answers: prompts.answers, wrongs: prompts.wrongs)
         for direction in [PatchDirection.denoise, .noise] {
-            let table = try ActivationPatching.reference(model: model, clean: clean, corrupted: corrupted, site: site, indexing: indexing,
-                                                         direction: direction, metric: metric)
             let expected = try reference.tensor("\(direction.rawValue).\(key)")
-            #expect(table.shape == expected.shape, "\(key) shape \(table.shape) vs \(expected.shape)")
-            let worst = zip(table.values, expected.scalars).map { Swift.abs($0 - Double($1)) }.max() ?? 0
-            #expect(worst <= 1e-4, "\(name) \(direction) \(key): max |Δ| \(worst)")
+            let slow = try ActivationPatching.reference(model: model, clean: clean, corrupted: corrupted, site: site, indexing: indexing,
+                                                        direction: direction, metric: metric)
+            let fast = try ActivationPatching.table(model: model, clean: clean, corrupted: corrupted, site: site, indexing: indexing,
+                                                    direction: direction, metric: metric)
+            for (path, table) in [("reference", slow), ("fast", fast)] {
+                #expect(table.shape == expected.shape, "\(key) shape \(table.shape) vs \(expected.shape)")
+                let worst = zip(table.values, expected.scalars).map { Swift.abs($0 - Double($1)) }.max() ?? 0
+                #expect(worst <= 1e-4, "\(name) \(direction) \(key) \(path): max |Δ| \(worst)")
+            }
         }
     }
 
@@ -78,9 +82,10 @@ import Testing
             activation = cache[name]!
         })])
         #expect(Swift.abs(try metric(all) - cleanMetric) < 1e-5)
-        let table = try ActivationPatching.reference(model: model, clean: clean, corrupted: corrupted, site: .residPre, indexing: .layerPos,
-                                                     metric: metric)
-        for layer in 0..<2 { for pos in 0..<5 { #expect(Swift.abs(table[[layer, pos]] - corruptedMetric) < 1e-5) } }
+        for table in [try ActivationPatching.reference(model: model, clean: clean, corrupted: corrupted, site: .residPre, indexing: .layerPos, metric: metric),
+                      try ActivationPatching.table(model: model, clean: clean, corrupted: corrupted, site: .residPre, indexing: .layerPos, metric: metric)] {
+            for layer in 0..<2 { for pos in 0..<5 { #expect(Swift.abs(table[[layer, pos]] - corruptedMetric) < 1e-5) } }
+        }
     }
 
     /// The other metrics against their definitions, computed here in Double from the same logits.
@@ -118,11 +123,14 @@ import Testing
         #expect(throws: InterpError("clean and corrupted prompts differ in shape: 1 × 4 tokens vs 1 × 3")) {
             try ActivationPatching.reference(model: model, clean: a, corrupted: b, site: .residPre, indexing: .layerPos, metric: metric)
         }
+        #expect(throws: InterpError("clean and corrupted prompts differ in shape: 1 × 4 tokens vs 1 × 3")) {
+            try ActivationPatching.table(model: model, clean: a, corrupted: b, site: .residPre, indexing: .layerPos, metric: metric)
+        }
         #expect(throws: InterpError("site resid_pre cannot be patched by layer,head (it can by layer,pos)")) {
             try ActivationPatching.reference(model: model, clean: a, corrupted: a, site: .residPre, indexing: .layerHead, metric: metric)
         }
         #expect(throws: InterpError("this model has no mlp_out (hook_mlp_out) to patch")) {
-            try ActivationPatching.reference(model: model, clean: a, corrupted: a, site: .mlpOut, indexing: .layerPos, metric: metric)
+            try ActivationPatching.table(model: model, clean: a, corrupted: a, site: .mlpOut, indexing: .layerPos, metric: metric)
         }
     }
 }
