@@ -22,7 +22,7 @@ struct PatchCommand: ParsableCommand {
 
         Example:
           interp patch --model fixtures/models/induction-2l --clean clean.json --corrupted corrupted.json \\
-              --answer 61 --wrong 62 --site resid_pre --normalize --out patch.json --svg patch.svg
+              --answer 41 --wrong 42 --site resid_pre --normalize --out patch.json --svg patch.svg
         """)
 
     @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String

@@ -303,7 +303,7 @@ import Testing
         let result = try InterpBinary.run(common + ["--site", "resid_pre", "--out", dir + "/r.json", "--svg", dir + "/r.svg"])
         #expect(result.status == 0, "\(result.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/r.json"))) as! [String: Any]
-        #expect(object["axes"] as? [String] == ["layer", "pos"] && object["shape"] as? [Int] == [2, 10] && object["site"] as? String == "resid_pre")
+        #expect(object["axes"] as? [String] == ["layer", "pos"] && object["shape"] as? [Int] == [2, 13] && object["site"] as? String == "resid_pre")
         let values = (object["values"] as! [[Double]]).flatMap { $0 }
         let reference = try SafeTensorsFile(path: Fixtures.root + "/patching/induction-2l.safetensors").tensor("denoise.resid_pre.layer,pos")
         #expect(zip(values, reference.scalars).allSatisfy { Swift.abs($0 - Double($1)) < 1e-4 })
@@ -311,12 +311,12 @@ import Testing
         let normalised = try InterpBinary.run(common + ["--site", "resid_pre", "--normalize", "--out", dir + "/n.json"])
         let n = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/n.json"))) as! [String: Any]
         let nv = (n["values"] as! [[Double]]).flatMap { $0 }
-        #expect(normalised.status == 0 && Swift.abs(nv[5] - 1) < 1e-5 && Swift.abs(nv[0]) < 1e-5)   // layer 0 pos 5 restores all; pos 0 nothing
+        #expect(normalised.status == 0 && Swift.abs(nv[8] - 1) < 1e-5 && Swift.abs(nv[0]) < 1e-5)   // layer 0 pos 8 restores all; pos 0 nothing
         // Errors.
         try JSONEncoder().encode(prompts.corrupted.map { Array($0.dropLast()) }).write(to: URL(fileURLWithPath: dir + "/short.json"))
         let short = try InterpBinary.run(["patch", "--model", "fixtures/models/induction-2l", "--clean", dir + "/clean.json", "--corrupted", dir + "/short.json",
                                           "--answer", "1", "--wrong", "2", "--site", "resid_pre", "--out", dir + "/x.json"])
-        #expect(short.status == 1 && short.stderr == "error: clean and corrupted prompts differ in shape: 2 × 10 tokens vs 2 × 9\n", "\(short.stderr)")
+        #expect(short.status == 1 && short.stderr == "error: clean and corrupted prompts differ in shape: 2 × 13 tokens vs 2 × 12\n", "\(short.stderr)")
         let site = try InterpBinary.run(common + ["--site", "resid", "--out", dir + "/x.json"])
         #expect(site.status == 64 && site.stderr.contains("unknown site 'resid'"))
         let range = try InterpBinary.run(["patch", "--model", "fixtures/models/induction-2l", "--clean", dir + "/clean.json", "--corrupted", dir + "/corrupted.json",
