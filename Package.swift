@@ -34,9 +34,10 @@ let package = Package(
         .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"], swiftSettings: settings),
         .target(name: "Plots", swiftSettings: settings),
         .target(name: "ActivationPatching", dependencies: ["InterpCore", "InterpModels"], swiftSettings: settings),
+        .target(name: "Circuits", dependencies: ["InterpCore", "InterpModels"], swiftSettings: settings),
         .target(name: "Superposition", dependencies: ["InterpCore", "ActivationStore", "SparseAutoencoders", "Plots"], swiftSettings: settings),
         .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders",
-                                               "Plots", "Superposition", "ActivationPatching"],
+                                               "Plots", "Superposition", "ActivationPatching", "Circuits"],
                 swiftSettings: settings),
 
         .executableTarget(name: "interp", dependencies: [
@@ -55,6 +56,7 @@ let package = Package(
         .testTarget(name: "SparseAutoencodersTests", dependencies: ["SparseAutoencoders", "ActivationStore", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "SuperpositionTests", dependencies: ["Superposition", "SparseAutoencoders", "ActivationStore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "ActivationPatchingTests", dependencies: ["ActivationPatching", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "CircuitsTests", dependencies: ["Circuits", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]

@@ -8,3 +8,4 @@
 @_exported import Plots
 @_exported import Superposition
 @_exported import ActivationPatching
+@_exported import Circuits

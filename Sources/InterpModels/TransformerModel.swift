@@ -5,28 +5,30 @@ import InterpCore
 /// Attention weights are packed per layer as one `[d_model, 3·n_heads·d_head]` matrix (Q heads | K heads | V heads),
 /// so one GEMM makes `q`, `k` and `v` and each of `hook_q/k/v` `[batch, pos, head, d_head]` is a column block of it.
 public final class TransformerModel: @unchecked Sendable {
-    struct Layer {
-        var ln1: (w: [Float], b: [Float])?
-        var wQKV: [Float]        // [d_model, 3·H·d]
-        var bQKV: [Float]        // [3·H·d]
-        var wO: [Float]          // [H·d, d_model]
-        var bO: [Float]          // [d_model]
-        var ln2: (w: [Float], b: [Float])?
-        var wIn: [Float]         // [d_model, d_mlp]
-        var bIn: [Float]         // [d_mlp]
-        var wOut: [Float]        // [d_mlp, d_model]
-        var bOut: [Float]        // [d_model]
+    /// One block's weights, in the layout the forward pass uses (read-only from outside the module).
+    public struct Layer: Sendable {
+        public internal(set) var ln1: (w: [Float], b: [Float])?
+        /// `[d_model, 3·H·d]`: columns are the Q heads, then the K heads, then the V heads, each `d_head` wide.
+        public internal(set) var wQKV: [Float]
+        public internal(set) var bQKV: [Float]        // [3·H·d]
+        public internal(set) var wO: [Float]          // [H·d, d_model]
+        public internal(set) var bO: [Float]          // [d_model]
+        public internal(set) var ln2: (w: [Float], b: [Float])?
+        public internal(set) var wIn: [Float]         // [d_model, d_mlp]
+        public internal(set) var bIn: [Float]         // [d_mlp]
+        public internal(set) var wOut: [Float]        // [d_mlp, d_model]
+        public internal(set) var bOut: [Float]        // [d_model]
     }
 
     public let config: ModelConfig
     /// Where the weights came from ("transformer_lens" or "huggingface-gpt2").
     public let sourceFormat: String
-    let wE: [Float]              // [d_vocab, d_model]
-    let wPos: [Float]            // [n_ctx, d_model]
-    let layers: [Layer]
-    let lnFinal: (w: [Float], b: [Float])?
-    let wU: [Float]              // [d_model, d_vocab_out]
-    let bU: [Float]              // [d_vocab_out]
+    public let wE: [Float]              // [d_vocab, d_model]
+    public let wPos: [Float]            // [n_ctx, d_model]
+    public let layers: [Layer]
+    public let lnFinal: (w: [Float], b: [Float])?
+    public let wU: [Float]              // [d_model, d_vocab_out]
+    public let bU: [Float]              // [d_vocab_out]
 
     /// Builds a model from a TransformerLens-named state dict. Strict: every parameter of `ParameterTable` must be
     /// present with its exact shape, and nothing else may be (TL's mask/IGNORE buffers excepted).

@@ -1,0 +1,87 @@
+import Foundation
+import InterpCore
+
+/// The number ACDC minimises, read off the logits of a run of the clean prompts: it says which positions (the same for
+/// every prompt) and which vocabulary entries it reads, so only those logits are computed.
+public struct CircuitMetric {
+    public let name: String
+    public let positions: [Int]
+    /// nil = the whole vocabulary.
+    public let logitIndices: [Int]?
+    /// The metric of logits `[batch, positions.count, logitIndices.count or vocab]`.
+    public let evaluate: (Tensor) throws -> Double
+
+    public init(name: String, positions: [Int], logitIndices: [Int]? = nil, evaluate: @escaping (Tensor) throws -> Double) {
+        self.name = name
+        self.positions = positions
+        self.logitIndices = logitIndices
+        self.evaluate = evaluate
+    }
+
+    /// The metric of full logits `[batch, pos, vocab]`.
+    public func callAsFunction(_ logits: Tensor) throws -> Double { try evaluate(restricted(logits)) }
+
+    public func restricted(_ logits: Tensor) -> Tensor {
+        let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
+        let indices = logitIndices ?? Array(0..<V)
+        var out = [Float](repeating: 0, count: B * positions.count * indices.count)
+        logits.withUnsafeBufferPointer { x in
+            for b in 0..<B {
+                for (i, p) in positions.enumerated() {
+                    let row = x.baseAddress! + (b * P + p) * V, dst = (b * positions.count + i) * indices.count
+                    for (j, v) in indices.enumerated() { out[dst + j] = row[v] }
+                }
+            }
+        }
+        return Tensor(shape: [B, positions.count, indices.count], scalars: out)
+    }
+
+    /// `−(logit[answer_b] − logit[wrong_b])` at the last position, averaged over prompts (ACDC's `logit_diff`, negated so
+    /// that lower is better).
+    public static func logitDifference(answers: [Int], wrongs: [Int], positions P: Int) -> CircuitMetric {
+        let indices = Array(Set(answers + wrongs)).sorted()
+        let column = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
+        return CircuitMetric(name: "logit-diff", positions: [P - 1], logitIndices: indices) { logits in
+            let (B, n) = (logits.shape[0], logits.shape[2])
+            var total = 0.0
+            for b in 0..<B { total += Double(logits.scalars[b * n + column[wrongs[b]]!]) - Double(logits.scalars[b * n + column[answers[b]]!]) }
+            return total / Double(B)
+        }
+    }
+
+    /// `KL(clean ‖ patched) = Σ_v p_clean (log p_clean − log p_patched)` at `positions`, averaged over prompts and positions.
+    public static func kl(cleanLogits: Tensor, positions: [Int]) -> CircuitMetric {
+        let (B, P, V) = (cleanLogits.shape[0], cleanLogits.shape[1], cleanLogits.shape[2])
+        var reference: [[Double]] = []
+        for b in 0..<B {
+            for p in positions { reference.append(logSoftmax(cleanLogits.scalars[((b * P + p) * V)..<((b * P + p + 1) * V)])) }
+        }
+        return CircuitMetric(name: "kl", positions: positions) { logits in
+            let rows = logits.shape[0] * logits.shape[1]
+            var total = 0.0
+            for r in 0..<rows {
+                let patched = logSoftmax(logits.scalars[(r * V)..<((r + 1) * V)])
+                let clean = reference[r]
+                for v in 0..<V where clean[v] > -.infinity { total += Foundation.exp(clean[v]) * (clean[v] - patched[v]) }
+            }
+            return total / Double(rows)
+        }
+    }
+
+    /// Mean squared difference from the clean logits over `positions` and `logitIndices` (all when nil).
+    public static func l2(cleanLogits: Tensor, positions: [Int], logitIndices: [Int]?) -> CircuitMetric {
+        let probe = CircuitMetric(name: "l2", positions: positions, logitIndices: logitIndices) { _ in 0 }
+        let reference = probe.restricted(cleanLogits).scalars
+        return CircuitMetric(name: "l2", positions: positions, logitIndices: logitIndices) { logits in
+            var total = 0.0
+            for (a, b) in zip(logits.scalars, reference) { total += (Double(a) - Double(b)) * (Double(a) - Double(b)) }
+            return total / Double(reference.count)
+        }
+    }
+
+    static func logSoftmax(_ row: ArraySlice<Float>) -> [Double] {
+        let m = Double(row.max() ?? 0)
+        let logSum = Foundation.log(row.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }) + m
+        return row.map { Double($0) - logSum }
+    }
+}

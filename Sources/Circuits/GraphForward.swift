@@ -1,0 +1,361 @@
+import Foundation
+import InterpCore
+import InterpModels
+
+/// What a removed edge delivers to its receiver in place of the sender's output.
+public enum CircuitAblation: String, Sendable, CaseIterable {
+    /// The sender's output on the corrupted prompts (ACDC's default).
+    case corrupted
+    /// Zero.
+    case zero
+    /// The sender's output on the corrupted prompts, averaged over them (per position).
+    case mean
+}
+
+/// Runs the clean prompts through a model whose graph has some edges removed, many graph states at a time.
+///
+/// A receiver's input is its ablated input (the sum of every sender's ablated output and the biases before it) plus,
+/// for each present edge, the sender's output minus its ablated output; a head whose direct edge is removed uses its
+/// ablated query, key or value (computed from its ablated input). With every edge present this is the clean model.
+///
+/// Runs can start in the middle: before the attention of a layer, before its MLP, or at the output. Whatever comes
+/// before the start is the clean run's, which is right for ACDC: it only removes edges into receivers it has already
+/// visited, all of them at or after the start of the runs it asks for.
+final class GraphForward {
+    enum Start: Equatable {
+        case attention(layer: Int)
+        case mlp(layer: Int)
+        case output
+    }
+
+    let model: TransformerModel
+    let graph: CircuitGraph
+    let c: ModelConfig
+    let B, P, rows0, D, H, d, hd: Int
+    let metric: CircuitMetric
+    /// Addition edges into each receiver: (edge index, sender index).
+    private(set) var into: [CircuitGraph.Receiver: [(edge: Int, sender: Int)]] = [:]
+    /// The direct edge of each head input.
+    private(set) var direct: [CircuitGraph.Receiver: Int] = [:]
+
+    /// Per sender `[rows0, D]`: its output in the clean run and its ablated output.
+    private var clean: [[Float]] = []
+    private var ablated: [[Float]] = []
+    /// Per layer: the clean run's residual stream before the layer and (MLP models) before its MLP; and after the
+    /// last layer.
+    private var cleanPre: [[Float]] = [], cleanMid: [[Float]] = [], cleanFinal: [Float] = []
+    /// Ablated inputs: per layer before attention and before the MLP, and at the output; ablated q|k|v per layer
+    /// `[rows0, 3·H·d]`.
+    private var ablatedPre: [[Float]] = [], ablatedMid: [[Float]] = [], ablatedFinal: [Float] = []
+    private var ablatedQKV: [[Float]] = []
+    /// Batched forward passes run, and graph states run in them.
+    private(set) var passes = 0, states = 0
+
+    init(model: TransformerModel, graph: CircuitGraph, clean tokens: TokenBatch, corrupted: TokenBatch?,
+         ablation: CircuitAblation, metric: CircuitMetric) throws {
+        self.model = model
+        self.graph = graph
+        self.metric = metric
+        c = model.config
+        B = tokens.batch
+        P = tokens.positions
+        rows0 = B * P
+        D = c.dModel
+        H = c.nHeads
+        d = c.dHead
+        hd = H * d
+        for (i, edge) in graph.edges.enumerated() {
+            if edge.kind == .addition { into[edge.receiver, default: []].append((i, graph.senderIndex[edge.sender]!)) } else { direct[edge.receiver] = i }
+        }
+        let (cleanOutputs, cleanStreams) = try Self.senderOutputs(model: model, graph: graph, tokens: tokens)
+        clean = cleanOutputs
+        (cleanPre, cleanMid, cleanFinal) = cleanStreams
+        switch ablation {
+        case .zero:
+            ablated = Array(repeating: [Float](repeating: 0, count: rows0 * D), count: graph.senders.count)
+        case .corrupted, .mean:
+            guard let corrupted else { throw InterpError("\(ablation.rawValue) ablation needs corrupted prompts") }
+            guard corrupted.batch == B, corrupted.positions == P else {
+                throw InterpError("clean and corrupted prompts differ in shape: \(B) × \(P) tokens vs \(corrupted.batch) × \(corrupted.positions)")
+            }
+            ablated = try Self.senderOutputs(model: model, graph: graph, tokens: corrupted).outputs
+            if ablation == .mean {
+                ablated = ablated.map { values in
+                    var mean = [Float](repeating: 0, count: P * D)
+                    for b in 0..<B { for i in 0..<(P * D) { mean[i] += values[b * P * D + i] / Float(B) } }
+                    return (0..<B).flatMap { _ in mean }
+                }
+            }
+        }
+        // Ablated inputs: the biases before each point plus every ablated sender output before it.
+        var stream = [Float](repeating: 0, count: rows0 * D)
+        var next = 0   // senders added to `stream` so far
+        func addSenders(upTo end: Int) {
+            while next < end { for i in 0..<stream.count { stream[i] += ablated[next][i] }; next += 1 }
+        }
+        for l in 0..<c.nLayers {
+            addSenders(upTo: graph.senderIndex[.head(layer: l, head: 0)]!)
+            ablatedPre.append(stream)
+            ablatedQKV.append(qkv(of: stream, layer: l))
+            addSenders(upTo: graph.senderIndex[.head(layer: l, head: H - 1)]! + 1)
+            for i in 0..<stream.count { stream[i] += model.layers[l].bO[i % D] }
+            ablatedMid.append(stream)
+        }
+        addSenders(upTo: graph.senders.count)
+        ablatedFinal = stream
+    }
+
+    /// Every sender's output on `tokens` (`[rows, D]` each, in `graph.senders` order) and the residual stream before
+    /// each layer, before each MLP and after the last layer.
+    static func senderOutputs(model: TransformerModel, graph: CircuitGraph, tokens: TokenBatch) throws
+        -> (outputs: [[Float]], streams: (pre: [[Float]], mid: [[Float]], final: [Float])) {
+        let c = model.config, L = c.nLayers, H = c.nHeads, D = c.dModel, rows = tokens.batch * tokens.positions
+        var names: [HookName] = [HookName(.embed), HookName(.posEmbed), HookName(.residPost, layer: L - 1)]
+        for l in 0..<L {
+            names += [HookName(.result, layer: l), HookName(.residPre, layer: l)]
+            if !c.attnOnly { names += [HookName(.mlpOut, layer: l), HookName(.residMid, layer: l)] }
+        }
+        let cache = try model.runWithCache(tokens, names: names).cache
+        let embed = cache[HookName(.embed)]!.scalars, position = cache[HookName(.posEmbed)]!.scalars
+        var outputs: [[Float]] = []
+        for sender in graph.senders {
+            switch sender {
+            case .input: outputs.append(zip(embed, position).map { $0 + $1 })
+            case .embed: outputs.append(embed)
+            case .posEmbed: outputs.append(position)
+            case let .head(l, h):
+                let result = cache[HookName(.result, layer: l)]!.scalars   // [rows, H, D]
+                var out = [Float](repeating: 0, count: rows * D)
+                for r in 0..<rows { for i in 0..<D { out[r * D + i] = result[(r * H + h) * D + i] } }
+                outputs.append(out)
+            case let .mlp(l): outputs.append(cache[HookName(.mlpOut, layer: l)]!.scalars)
+            }
+        }
+        let pre = (0..<L).map { cache[HookName(.residPre, layer: $0)]!.scalars }
+        let mid = c.attnOnly ? [] : (0..<L).map { cache[HookName(.residMid, layer: $0)]!.scalars }
+        return (outputs, (pre, mid, cache[HookName(.residPost, layer: L - 1)]!.scalars))
+    }
+
+    /// q|k|v `[rows0, 3·H·d]` of one input `[rows0, D]` in `layer`.
+    private func qkv(of input: [Float], layer: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows0 * 3 * hd)
+        let weights = model.layers[layer]
+        input.withUnsafeBufferPointer { x in out.withUnsafeMutableBufferPointer { o in
+            let normed = UnsafeMutablePointer<Float>.allocate(capacity: rows0 * D)
+            let mean = UnsafeMutablePointer<Float>.allocate(capacity: rows0), scale = UnsafeMutablePointer<Float>.allocate(capacity: rows0)
+            defer { normed.deallocate(); mean.deallocate(); scale.deallocate() }
+            let n = normalize(UnsafeMutablePointer(mutating: x.baseAddress!), rows: rows0, parameters: weights.ln1, mean: mean, scale: scale, out: normed)
+            linear(n, rows: rows0, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: o.baseAddress!)
+        } }
+        return out
+    }
+
+    // MARK: - Evaluation
+
+    /// The metric of each graph state (`present` flags per edge), every state run from `start`.
+    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = 8192) -> [Double] {
+        var values: [Double] = []
+        let perChunk = max(1, maxRows / rows0)
+        var first = 0
+        while first < states.count {
+            let chunk = Array(states[first..<min(states.count, first + perChunk)])
+            values += run(chunk, from: start)
+            first += chunk.count
+        }
+        return values
+    }
+
+    private func run(_ states: [[Bool]], from start: Start) -> [Double] {
+        passes += 1
+        self.states += states.count
+        let V = states.count, rows = V * rows0, L = c.nLayers
+        var buffers: [UnsafeMutablePointer<Float>] = []
+        defer { buffers.forEach { $0.deallocate() } }
+        func make(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            buffers.append(p)
+            return p
+        }
+        // Outputs of the senders the runs compute (from the start on), per variant: `[V·rows0, D]`.
+        var computed: [Int: UnsafeMutablePointer<Float>] = [:]
+        let firstComputed: Int
+        switch start {
+        case let .attention(l): firstComputed = graph.senderIndex[.head(layer: l, head: 0)]!
+        case let .mlp(l): firstComputed = graph.senderIndex[.mlp(layer: l)]!
+        case .output: firstComputed = graph.senders.count
+        }
+        /// Sender s's output minus its ablated output, for variant v, into `out` (adding when `add`).
+        func accumulateDelta(_ s: Int, variant v: Int, into out: UnsafeMutablePointer<Float>, sign: Float) {
+            ablated[s].withUnsafeBufferPointer { a in
+                if s < firstComputed {
+                    clean[s].withUnsafeBufferPointer { x in
+                        for i in 0..<(rows0 * D) { out[i] += sign * (x[i] - a[i]) }
+                    }
+                } else {
+                    let x = computed[s]! + v * rows0 * D
+                    for i in 0..<(rows0 * D) { out[i] += sign * (x[i] - a[i]) }
+                }
+            }
+        }
+        /// The input of `receiver` for variant v into `out`: from the full stream minus removed edges, or from the
+        /// ablated input plus present edges, whichever sums fewer senders.
+        func receiverInput(_ receiver: CircuitGraph.Receiver, variant v: Int, stream: UnsafePointer<Float>, ablatedInput: [Float],
+                           into out: UnsafeMutablePointer<Float>) {
+            let edges = into[receiver] ?? []
+            let present = edges.filter { states[v][$0.edge] }
+            if present.count * 2 >= edges.count {
+                out.update(from: stream + v * rows0 * D, count: rows0 * D)
+                for e in edges where !states[v][e.edge] { accumulateDelta(e.sender, variant: v, into: out, sign: -1) }
+            } else {
+                ablatedInput.withUnsafeBufferPointer { out.update(from: $0.baseAddress!, count: rows0 * D) }
+                for e in present { accumulateDelta(e.sender, variant: v, into: out, sign: 1) }
+            }
+        }
+
+        let stream = make(rows * D)
+        func fill(_ source: [Float]) {
+            source.withUnsafeBufferPointer { s in for v in 0..<V { (stream + v * rows0 * D).update(from: s.baseAddress!, count: rows0 * D) } }
+        }
+        let firstLayer: Int
+        switch start {
+        case let .attention(l): fill(cleanPre[l]); firstLayer = l
+        case let .mlp(l): fill(cleanMid[l]); firstLayer = l
+        case .output: fill(cleanFinal); firstLayer = L
+        }
+        let input = make(rows0 * D), normed = make(rows0 * D), mean = make(rows0), scale = make(rows0)
+        let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd), scores = make(V * B * H * P * P)
+        let hidden = make(c.attnOnly ? 0 : rows * c.dMLP)
+        for l in firstLayer..<L {
+            let weights = model.layers[l]
+            if start != .mlp(layer: l) {
+                // Each head's q, k, v from its own input; inputs that are the same (the same removed edges) share one
+                // normalisation and one product.
+                for v in 0..<V {
+                    var groups: [[Int]: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [[Int]] = []
+                    for x in CircuitGraph.QKV.allCases {
+                        for h in 0..<H {
+                            let removed = (into[.head(layer: l, head: h, x)] ?? []).filter { !states[v][$0.edge] }.map(\.sender)
+                            if groups[removed] == nil { order.append(removed) }
+                            groups[removed, default: []].append((h, x))
+                        }
+                    }
+                    let out = qkvBuffer + v * rows0 * 3 * hd
+                    for key in order {
+                        let members = groups[key]!
+                        receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, stream: stream,
+                                      ablatedInput: ablatedPre[l], into: input)
+                        let n = normalize(input, rows: rows0, parameters: weights.ln1, mean: mean, scale: scale, out: normed)
+                        if members.count == 3 * H {
+                            linear(n, rows: rows0, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: out)
+                        } else {
+                            for (h, x) in members {
+                                let column = x.rawValue * hd + h * d
+                                weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
+                                    for r in 0..<rows0 { (out + r * 3 * hd + column).update(from: b.baseAddress! + column, count: d) }
+                                    GEMM.multiply(m: rows0, n: d, k: D, n, lda: D, w.baseAddress! + column, ldb: 3 * hd,
+                                                  out + column, ldc: 3 * hd, beta: 1)
+                                } }
+                            }
+                        }
+                    }
+                    // Removed direct edges: the ablated q, k or v.
+                    for x in CircuitGraph.QKV.allCases {
+                        for h in 0..<H where !states[v][direct[.head(layer: l, head: h, x)]!] {
+                            let column = x.rawValue * hd + h * d
+                            ablatedQKV[l].withUnsafeBufferPointer { a in
+                                for r in 0..<rows0 { (out + r * 3 * hd + column).update(from: a.baseAddress! + r * 3 * hd + column, count: d) }
+                            }
+                        }
+                    }
+                }
+                let shape = AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: c.attentionDir == .causal)
+                Attention.scores(qkv: qkvBuffer, shape, attnScale: c.effectiveAttnScale, into: scores)
+                Attention.softmax(scores, rows: V * B * H * P, width: P, causalBlock: shape.causal ? P : nil)
+                Attention.mix(pattern: scores, qkv: qkvBuffer, shape, into: z)
+                // Each head's output z_h·W_O[h] is a sender; the stream gets all of them and b_O.
+                weights.wO.withUnsafeBufferPointer { wO in
+                    for h in 0..<H {
+                        let out = make(rows * D)
+                        GEMM.multiply(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                        computed[graph.senderIndex[.head(layer: l, head: h)]!] = out
+                        for i in 0..<(rows * D) { stream[i] += out[i] }
+                    }
+                }
+                weights.bO.withUnsafeBufferPointer { b in
+                    for r in 0..<rows { for i in 0..<D { stream[r * D + i] += b[i] } }
+                }
+            }
+            guard !c.attnOnly else { continue }
+            let mlpOut = make(rows * D)
+            let mlpIn = make(rows * D)
+            for v in 0..<V {
+                receiverInput(.mlp(layer: l), variant: v, stream: stream, ablatedInput: ablatedMid[l], into: mlpIn + v * rows0 * D)
+            }
+            let n = normalize(mlpIn, rows: rows, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
+            weights.wIn.withUnsafeBufferPointer { w in
+                GEMM.multiply(m: rows, n: c.dMLP, k: D, n, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
+            }
+            weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: rows, width: c.dMLP, bias: b.baseAddress!) }
+            linear(hidden, rows: rows, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
+            computed[graph.senderIndex[.mlp(layer: l)]!] = mlpOut
+            for i in 0..<(rows * D) { stream[i] += mlpOut[i] }
+        }
+        // The output: only the positions the metric reads.
+        let read = metric.positions, readRows = V * B * read.count
+        let final = make(readRows * D)
+        for v in 0..<V {
+            receiverInput(.output, variant: v, stream: stream, ablatedInput: ablatedFinal, into: input)
+            for b in 0..<B {
+                for (i, p) in read.enumerated() {
+                    (final + ((v * B + b) * read.count + i) * D).update(from: input + (b * P + p) * D, count: D)
+                }
+            }
+        }
+        let n = normalize(final, rows: readRows, parameters: model.lnFinal, mean: nil, scale: nil, out: final)
+        let indices = metric.logitIndices ?? Array(0..<c.dVocabOut)
+        var weight = [Float](repeating: 0, count: D * indices.count)
+        if metric.logitIndices == nil {
+            weight = model.wU
+        } else {
+            for i in 0..<D { for (j, vocab) in indices.enumerated() { weight[i * indices.count + j] = model.wU[i * c.dVocabOut + vocab] } }
+        }
+        let logits = make(readRows * indices.count)
+        linear(n, rows: readRows, width: D, weight: weight, bias: indices.map { model.bU[$0] }, outWidth: indices.count, into: logits)
+        var values: [Double] = []
+        for v in 0..<V {
+            let count = B * read.count * indices.count
+            let tensor = Tensor(shape: [B, read.count, indices.count],
+                                scalars: Array(UnsafeBufferPointer(start: logits + v * count, count: count)))
+            values.append((try? metric.evaluate(tensor)) ?? .nan)
+        }
+        return values
+    }
+
+    // MARK: - Kernels
+
+    /// Layer normalisation as the config says, into `out` (may be `x`). Returns what the next component reads.
+    private func normalize(_ x: UnsafeMutablePointer<Float>, rows: Int, parameters: (w: [Float], b: [Float])?,
+                           mean: UnsafeMutablePointer<Float>?, scale: UnsafeMutablePointer<Float>?,
+                           out: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        guard c.normalization != .none else { return x }
+        let m = mean ?? UnsafeMutablePointer<Float>.allocate(capacity: rows), s = scale ?? UnsafeMutablePointer<Float>.allocate(capacity: rows)
+        defer { if mean == nil { m.deallocate() }; if scale == nil { s.deallocate() } }
+        LayerNorm.statistics(x, rows: rows, width: D, eps: c.eps, mean: m, scale: s)
+        if let parameters {
+            parameters.w.withUnsafeBufferPointer { w in parameters.b.withUnsafeBufferPointer { b in
+                LayerNorm.normalize(x, rows: rows, width: D, mean: m, scale: s, weight: w.baseAddress, bias: b.baseAddress, out: out)
+            } }
+        } else {
+            LayerNorm.normalize(x, rows: rows, width: D, mean: m, scale: s, weight: nil, bias: nil, out: out)
+        }
+        return out
+    }
+
+    private func linear(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], bias: [Float], outWidth: Int,
+                        into out: UnsafeMutablePointer<Float>) {
+        weight.withUnsafeBufferPointer { w in bias.withUnsafeBufferPointer { b in
+            for r in 0..<rows { (out + r * outWidth).update(from: b.baseAddress!, count: outWidth) }
+            GEMM.multiply(m: rows, n: outWidth, k: width, x, lda: width, w.baseAddress!, ldb: outWidth, out, ldc: outWidth, beta: 1)
+        } }
+    }
+}

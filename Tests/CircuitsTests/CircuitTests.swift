@@ -1,0 +1,162 @@
+@testable import Circuits
+import Foundation
+import InterpCore
+import InterpModels
+import InterpTestSupport
+import Testing
+
+@Suite struct CircuitGraphTests {
+    /// ACDC's graph sizes (`setup_from_model`): 41 edges for 2 layers × 2 heads attention-only (29 addition, 12 direct),
+    /// 58 with MLPs, 32,923 for GPT-2 small.
+    @Test func edgeCountsAreACDCs() {
+        func config(_ layers: Int, _ heads: Int, attnOnly: Bool) -> ModelConfig {
+            ModelConfig(modelName: "t", nLayers: layers, dModel: 8 * heads, nHeads: heads, dHead: 8, dMLP: 16, nCtx: 8, dVocab: 10,
+                        actFn: attnOnly ? nil : .relu, attnOnly: attnOnly)
+        }
+        let small = CircuitGraph(config: config(2, 2, attnOnly: true))
+        #expect(small.edges.count == 41 && small.additionEdgeCount == 29 && small.directEdgeCount == 12)
+        #expect(CircuitGraph(config: config(2, 2, attnOnly: false)).edges.count == 58)
+        #expect(CircuitGraph(config: config(12, 12, attnOnly: false)).edges.count == 32_923)
+        #expect(CircuitGraph(config: config(2, 2, attnOnly: true), splitEmbeddings: true).edges.count == 41 + 13)
+    }
+
+    /// The order ACDC tries edges in, for 2 layers × 2 heads attention-only (read from ACDC's code).
+    @Test func edgeOrderIsACDCs() {
+        let config = ModelConfig(modelName: "t", nLayers: 2, dModel: 16, nHeads: 2, dHead: 8, dMLP: 16, nCtx: 8, dVocab: 10, actFn: nil, attnOnly: true)
+        let order = CircuitGraph(config: config).edges.map { "\($0.destination)<\($0.source)" }
+        #expect(Array(order.prefix(11)) == ["output<a1.1", "output<a1.0", "output<a0.1", "output<a0.0", "output<input",
+                                            "a1.1<a1.1.v", "a1.0<a1.0.v", "a1.1<a1.1.k", "a1.0<a1.0.k", "a1.1<a1.1.q", "a1.0<a1.0.q"])
+        #expect(Array(order[11..<17]) == ["a1.1.v<a0.1", "a1.1.v<a0.0", "a1.1.v<input", "a1.0.v<a0.1", "a1.0.v<a0.0", "a1.0.v<input"])
+        #expect(Array(order.suffix(2)) == ["a0.1.q<input", "a0.0.q<input"])
+    }
+}
+
+@Suite struct GraphForwardTests {
+    static let models = ["gpt2-tl", "attn-only", "lnpre-gelu", "noln-relu-bidir", "induction-2l"]
+
+    static func prompts(_ config: ModelConfig, batch: Int = 3, positions: Int = 6) throws -> (TokenBatch, TokenBatch) {
+        var rng = SeededRandom(seed: 21)
+        let clean = (0..<batch).map { _ in (0..<positions).map { _ in Int(rng.next() % UInt64(config.dVocab)) } }
+        var corrupted = clean
+        for b in 0..<batch { corrupted[b][2 + b % 3] = (clean[b][2 + b % 3] + 5) % config.dVocab }
+        return (try TokenBatch(clean, config: config), try TokenBatch(corrupted, config: config))
+    }
+
+    /// KL(reference ‖ graph run) at every position.
+    static func kl(to reference: Tensor) -> CircuitMetric {
+        CircuitMetric.kl(cleanLogits: reference, positions: Array(0..<reference.shape[1]))
+    }
+
+    /// Every edge present: the clean model (ACDC's `test_full_correspondence_zero_kl`). Every edge removed: the
+    /// corrupted run. Each from every start point the fast path uses.
+    @Test(arguments: models)
+    func fullGraphIsTheCleanModelAndEmptyGraphTheCorruptedOne(name: String) throws {
+        let model = try ModelLoader.load(directory: Fixtures.model(name))
+        let (clean, corrupted) = try Self.prompts(model.config)
+        let cleanLogits = try model.run(clean), corruptedLogits = try model.run(corrupted)
+        let full = try GraphForward(model: model, graph: CircuitGraph(config: model.config), clean: clean, corrupted: corrupted,
+                                    ablation: .corrupted, metric: Self.kl(to: cleanLogits))
+        let E = full.graph.edges.count
+        var starts: [GraphForward.Start] = [.output]
+        for l in 0..<model.config.nLayers { starts += [.attention(layer: l)] + (model.config.attnOnly ? [] : [.mlp(layer: l)]) }
+        for start in starts {
+            let value = full.evaluate([[Bool](repeating: true, count: E)], from: start)[0]
+            #expect(Swift.abs(value) < 1e-6, "\(name) full graph from \(start): KL \(value)")
+        }
+        let empty = try GraphForward(model: model, graph: CircuitGraph(config: model.config), clean: clean, corrupted: corrupted,
+                                     ablation: .corrupted, metric: Self.kl(to: corruptedLogits))
+        let value = empty.evaluate([[Bool](repeating: false, count: E)], from: .attention(layer: 0))[0]
+        #expect(Swift.abs(value) < 1e-6, "\(name) empty graph vs corrupted run: KL \(value)")
+    }
+
+    /// Removing edges against the same change made with hooks on the ordinary forward pass: all of a head's direct
+    /// edges = its q, k and v from the corrupted run; all of a head's outgoing edges = its `hook_result` from the
+    /// corrupted run; every edge of the input = the corrupted embeddings. Zero and mean ablation likewise.
+    @Test(arguments: ["gpt2-tl", "attn-only", "noln-relu-bidir"])
+    func removedEdgesEqualHookedPatches(name: String) throws {
+        let model = try ModelLoader.load(directory: Fixtures.model(name))
+        let (clean, corrupted) = try Self.prompts(model.config)
+        let graph = CircuitGraph(config: model.config)
+        let names = (0..<model.config.nLayers).flatMap { l in [HookName(.q, layer: l), HookName(.k, layer: l), HookName(.v, layer: l), HookName(.result, layer: l)] }
+            + [HookName(.embed), HookName(.posEmbed)]
+        let source = try model.runWithCache(corrupted, names: names).cache
+        let (l, h, H) = (model.config.nLayers - 1, 1, model.config.nHeads)
+        func patchHead(_ site: HookName.Site, width: Int, values: ActivationCache, scale: Float = 1) -> (HookName, HookFunction) {
+            (HookName(site, layer: l), { name, activation in
+                let from = values[name]!.scalars
+                activation.withUnsafeMutableBufferPointer { a in
+                    for row in 0..<(a.count / (H * width)) { for i in 0..<width { a[(row * H + h) * width + i] = scale * from[(row * H + h) * width + i] } }
+                }
+            })
+        }
+        func check(_ hooks: [(HookName, HookFunction)], removing remove: (CircuitGraph.Edge) -> Bool, ablation: CircuitAblation = .corrupted,
+                   _ label: String) throws {
+            let expected = try model.runWithHooks(clean, functions: hooks)
+            let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: ablation, metric: Self.kl(to: expected))
+            let value = forward.evaluate([graph.edges.map { !remove($0) }], from: .attention(layer: 0))[0]
+            #expect(Swift.abs(value) < 1e-6, "\(name) \(label): KL \(value)")
+        }
+        let d = model.config.dHead, D = model.config.dModel
+        try check([patchHead(.q, width: d, values: source), patchHead(.k, width: d, values: source), patchHead(.v, width: d, values: source)],
+                  removing: { $0.kind == .direct && $0.sender == .head(layer: l, head: h) }, "direct edges of a\(l).\(h)")
+        try check([patchHead(.result, width: D, values: source)],
+                  removing: { $0.kind == .addition && $0.sender == .head(layer: l, head: h) }, "outgoing edges of a\(l).\(h)")
+        try check([patchHead(.result, width: D, values: source, scale: 0)],
+                  removing: { $0.kind == .addition && $0.sender == .head(layer: l, head: h) }, ablation: .zero, "outgoing edges of a\(l).\(h), zero")
+        try check([(HookName(.embed), { n, a in a = source[n]! }), (HookName(.posEmbed), { n, a in a = source[n]! })],
+                  removing: { $0.kind == .addition && $0.sender == .input }, "edges of the input")
+        // Mean ablation of the input: the corrupted embeddings averaged over prompts, per position.
+        let P = clean.positions, B = clean.batch
+        func meanOver(_ t: Tensor) -> Tensor {
+            var out = t
+            for p in 0..<P { for i in 0..<D {
+                let m = (0..<B).reduce(Float(0)) { $0 + t.scalars[($1 * P + p) * D + i] / Float(B) }
+                for b in 0..<B { out.scalars[(b * P + p) * D + i] = m }
+            } }
+            return out
+        }
+        try check([(HookName(.embed), { n, a in a = meanOver(source[n]!) }), (HookName(.posEmbed), { n, a in a = meanOver(source[n]!) })],
+                  removing: { $0.kind == .addition && $0.sender == .input }, ablation: .mean, "edges of the input, mean")
+    }
+}
+
+@Suite struct ACDCTests {
+    /// The fast algorithm makes ACDC's decisions: the same kept edges and the same effects as one forward per edge.
+    @Test(arguments: [("attn-only", "kl"), ("induction-2l", "kl"), ("gpt2-tl", "kl"), ("gpt2-tl", "logit-diff"),
+                      ("lnpre-gelu", "l2"), ("noln-relu-bidir", "kl")])
+    func fastEqualsReference(name: String, metricName: String) throws {
+        let model = try ModelLoader.load(directory: Fixtures.model(name))
+        let (clean, corrupted) = try GraphForwardTests.prompts(model.config)
+        let cleanLogits = try model.run(clean), P = clean.positions
+        let metric: CircuitMetric
+        switch metricName {
+        case "logit-diff": metric = CircuitMetric.logitDifference(answers: [1, 2, 3], wrongs: [4, 5, 6], positions: P)
+        case "l2": metric = CircuitMetric.l2(cleanLogits: cleanLogits, positions: [P - 2, P - 1], logitIndices: [0, 3, 7])
+        default: metric = CircuitMetric.kl(cleanLogits: cleanLogits, positions: [P - 1])
+        }
+        for tau in [1e-3, 3e-2] {
+            let slow = try ACDC.reference(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: ACDC.Settings(threshold: tau))
+            // Batches of any size (40 rows: two graph states a pass) make the same decisions.
+            for maxRows in [8192, 40] {
+                let fast = try ACDC.run(model: model, clean: clean, corrupted: corrupted, metric: metric,
+                                        settings: ACDC.Settings(threshold: tau, maxRows: maxRows))
+                #expect(fast.kept == slow.kept, "\(name) \(metricName) τ \(tau): kept \(fast.keptCount) vs \(slow.keptCount)")
+                let worst = zip(fast.effects, slow.effects).map { a, b in
+                    switch (a, b) {
+                    case let (x?, y?): return Swift.abs(x - y)
+                    case (nil, nil): return 0
+                    default: return .infinity
+                    }
+                }.max() ?? 0
+                #expect(worst < 1e-5, "\(name) \(metricName) τ \(tau): max effect difference \(worst)")
+                #expect(Swift.abs(fast.circuitMetric - slow.circuitMetric) < 1e-6 && Swift.abs(fast.emptyMetric - slow.emptyMetric) < 1e-9)
+                // The reference runs one pass per edge tried; the fast path batches them (no fewer passes only when
+                // nearly every edge is kept: each kept edge ends a batch).
+                if maxRows == 8192 {
+                    #expect(slow.forwardPasses == slow.statesRun && fast.forwardPasses <= slow.forwardPasses,
+                            "\(name) \(metricName) τ \(tau): \(fast.forwardPasses) passes vs \(slow.forwardPasses)")
+                }
+            }
+        }
+    }
+}
