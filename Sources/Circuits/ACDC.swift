@@ -83,6 +83,7 @@ public enum ACDC {
             graph.edges.indices.contains { present[$0] && graph.edges[$0].kind == .addition && graph.edges[$0].sender == sender }
         }
         for (done, group) in groups.enumerated() {
+            defer { progress?(done + 1, groups.count) }
             let edge = graph.edges[group.lowerBound]
             // Does this node still reach the output?
             let connected: Bool
@@ -145,7 +146,6 @@ public enum ACDC {
                     next += 1
                 }
             }
-            progress?(done + 1, groups.count)
         }
         let circuit = forward.evaluate([present], from: start0)[0]
         let empty = forward.evaluate([[Bool](repeating: false, count: E)], from: start0)[0]

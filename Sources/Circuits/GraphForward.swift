@@ -38,9 +38,10 @@ final class GraphForward {
     /// The direct edge of each head input.
     private(set) var direct: [CircuitGraph.Receiver: Int] = [:]
 
-    /// Per sender `[rows0, D]`: its output in the clean run and its ablated output.
+    /// Per sender `[rows0, D]`: its output in the clean run, its ablated output, and the difference.
     private var clean: [[Float]] = []
     private var ablated: [[Float]] = []
+    private var cleanDelta: [[Float]] = []
     /// Per layer: the clean run's residual stream before the layer and (MLP models) before its MLP; and after the
     /// last layer.
     private var cleanPre: [[Float]] = [], cleanMid: [[Float]] = [], cleanFinal: [Float] = []
@@ -87,6 +88,7 @@ final class GraphForward {
                 }
             }
         }
+        cleanDelta = zip(clean, ablated).map { x, a in zip(x, a).map { $0 - $1 } }
         // Ablated inputs: the biases before each point plus every ablated sender output before it.
         var stream = [Float](repeating: 0, count: rows0 * D)
         var next = 0   // senders added to `stream` so far
@@ -176,26 +178,39 @@ final class GraphForward {
             buffers.append(p)
             return p
         }
-        // Outputs of the senders the runs compute (from the start on), per variant: `[V·rows0, D]`.
-        var computed: [Int: UnsafeMutablePointer<Float>] = [:]
+        // Output − ablated output of the senders the runs compute (from the start on), per variant: `[V·rows0, D]`.
+        var computedDelta: [Int: UnsafeMutablePointer<Float>] = [:]
+        let stream = make(rows * D)
         let firstComputed: Int
         switch start {
         case let .attention(l): firstComputed = graph.senderIndex[.head(layer: l, head: 0)]!
         case let .mlp(l): firstComputed = graph.senderIndex[.mlp(layer: l)]!
         case .output: firstComputed = graph.senders.count
         }
-        /// Sender s's output minus its ablated output, for variant v, into `out` (adding when `add`).
+        /// `out += sign · (sender s's output − its ablated output)` for variant v.
         func accumulateDelta(_ s: Int, variant v: Int, into out: UnsafeMutablePointer<Float>, sign: Float) {
+            if s < firstComputed {
+                cleanDelta[s].withUnsafeBufferPointer { vectorAddScaled(out, sign, $0.baseAddress!, rows0 * D) }
+            } else {
+                vectorAddScaled(out, sign, computedDelta[s]! + v * rows0 * D, rows0 * D)
+            }
+        }
+        /// Records a computed sender's output `[V·rows0, D]`: adds it to the stream and keeps its difference from the
+        /// ablated output.
+        func record(_ s: Int, output: UnsafePointer<Float>) {
+            let delta = make(rows * D)
             ablated[s].withUnsafeBufferPointer { a in
-                if s < firstComputed {
-                    clean[s].withUnsafeBufferPointer { x in
-                        for i in 0..<(rows0 * D) { out[i] += sign * (x[i] - a[i]) }
+                parallelChunks(V, minimumChunk: 1) { range in
+                    for v in range {
+                        let base = v * rows0 * D
+                        for i in 0..<(rows0 * D) {
+                            delta[base + i] = output[base + i] - a[i]
+                            stream[base + i] += output[base + i]
+                        }
                     }
-                } else {
-                    let x = computed[s]! + v * rows0 * D
-                    for i in 0..<(rows0 * D) { out[i] += sign * (x[i] - a[i]) }
                 }
             }
+            computedDelta[s] = delta
         }
         /// The input of `receiver` for variant v into `out`: from the full stream minus removed edges, or from the
         /// ablated input plus present edges, whichever sums fewer senders.
@@ -212,7 +227,6 @@ final class GraphForward {
             }
         }
 
-        let stream = make(rows * D)
         func fill(_ source: [Float]) {
             source.withUnsafeBufferPointer { s in for v in 0..<V { (stream + v * rows0 * D).update(from: s.baseAddress!, count: rows0 * D) } }
         }
@@ -222,43 +236,67 @@ final class GraphForward {
         case let .mlp(l): fill(cleanMid[l]); firstLayer = l
         case .output: fill(cleanFinal); firstLayer = L
         }
-        let input = make(rows0 * D), normed = make(rows0 * D), mean = make(rows0), scale = make(rows0)
-        let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd), scores = make(V * B * H * P * P)
+        let input = make(rows0 * D), inputs = make(rows * D)
+        let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd)
         let hidden = make(c.attnOnly ? 0 : rows * c.dMLP)
         for l in firstLayer..<L {
             let weights = model.layers[l]
             if start != .mlp(layer: l) {
-                // Each head's q, k, v from its own input; inputs that are the same (the same removed edges) share one
-                // normalisation and one product.
-                for v in 0..<V {
-                    var groups: [[Int]: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [[Int]] = []
-                    for x in CircuitGraph.QKV.allCases {
-                        for h in 0..<H {
-                            let removed = (into[.head(layer: l, head: h, x)] ?? []).filter { !states[v][$0.edge] }.map(\.sender)
-                            if groups[removed] == nil { order.append(removed) }
-                            groups[removed, default: []].append((h, x))
-                        }
+                // Each head's q, k, v from its own input. Receivers whose removed edges are the same in every state
+                // share one input per state: one normalisation and one product over all states' rows.
+                var groups: [[[Int]]: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [[[Int]]] = []
+                for x in CircuitGraph.QKV.allCases {
+                    for h in 0..<H {
+                        let edges = into[.head(layer: l, head: h, x)] ?? []
+                        let signature = (0..<V).map { v in edges.filter { !states[v][$0.edge] }.map(\.sender) }
+                        if groups[signature] == nil { order.append(signature) }
+                        groups[signature, default: []].append((h, x))
                     }
-                    let out = qkvBuffer + v * rows0 * 3 * hd
-                    for key in order {
-                        let members = groups[key]!
-                        receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, stream: stream,
-                                      ablatedInput: ablatedPre[l], into: input)
-                        let n = normalize(input, rows: rows0, parameters: weights.ln1, mean: mean, scale: scale, out: normed)
-                        if members.count == 3 * H {
-                            linear(n, rows: rows0, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: out)
-                        } else {
-                            for (h, x) in members {
-                                let column = x.rawValue * hd + h * d
-                                weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
-                                    for r in 0..<rows0 { (out + r * 3 * hd + column).update(from: b.baseAddress! + column, count: d) }
-                                    GEMM.multiply(m: rows0, n: d, k: D, n, lda: D, w.baseAddress! + column, ldb: 3 * hd,
-                                                  out + column, ldc: 3 * hd, beta: 1)
-                                } }
+                }
+                for key in order {
+                    let members = groups[key]!
+                    // In the start layer the states differ only in the receiver under test: every other receiver's
+                    // input is the same in all of them, so it is made, normalised and multiplied once.
+                    let shared = start == .attention(layer: l) && key.allSatisfy { $0 == key[0] }
+                    let count = shared ? rows0 : rows
+                    if shared {
+                        receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: 0, stream: stream,
+                                      ablatedInput: ablatedPre[l], into: inputs)
+                    } else {
+                        parallelChunks(V, minimumChunk: 1) { range in
+                            for v in range {
+                                receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, stream: stream,
+                                              ablatedInput: ablatedPre[l], into: inputs + v * rows0 * D)
                             }
                         }
                     }
-                    // Removed direct edges: the ablated q, k or v.
+                    let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
+                    if members.count == 3 * H {
+                        linear(n, rows: count, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: qkvBuffer)
+                    } else {
+                        for (h, x) in members {
+                            let column = x.rawValue * hd + h * d
+                            weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
+                                for r in 0..<count { (qkvBuffer + r * 3 * hd + column).update(from: b.baseAddress! + column, count: d) }
+                                GEMM.multiplySplittingRows(m: count, n: d, k: D, n, lda: D, w.baseAddress! + column, ldb: 3 * hd,
+                                                           qkvBuffer + column, ldc: 3 * hd, beta: 1)
+                            } }
+                        }
+                    }
+                    if shared {
+                        // Copy state 0's columns to the other states.
+                        for v in 1..<max(V, 1) {
+                            let out = qkvBuffer + v * rows0 * 3 * hd
+                            for (h, x) in members {
+                                let column = x.rawValue * hd + h * d
+                                for r in 0..<rows0 { (out + r * 3 * hd + column).update(from: qkvBuffer + r * 3 * hd + column, count: d) }
+                            }
+                        }
+                    }
+                }
+                // Removed direct edges: the ablated q, k or v.
+                for v in 0..<V {
+                    let out = qkvBuffer + v * rows0 * 3 * hd
                     for x in CircuitGraph.QKV.allCases {
                         for h in 0..<H where !states[v][direct[.head(layer: l, head: h, x)]!] {
                             let column = x.rawValue * hd + h * d
@@ -269,20 +307,17 @@ final class GraphForward {
                     }
                 }
                 let shape = AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: c.attentionDir == .causal)
-                Attention.scores(qkv: qkvBuffer, shape, attnScale: c.effectiveAttnScale, into: scores)
-                Attention.softmax(scores, rows: V * B * H * P, width: P, causalBlock: shape.causal ? P : nil)
-                Attention.mix(pattern: scores, qkv: qkvBuffer, shape, into: z)
+                Attention.fused(qkv: qkvBuffer, shape, attnScale: c.effectiveAttnScale, into: z)
                 // Each head's output z_h·W_O[h] is a sender; the stream gets all of them and b_O.
+                let out = make(rows * D)
                 weights.wO.withUnsafeBufferPointer { wO in
                     for h in 0..<H {
-                        let out = make(rows * D)
-                        GEMM.multiply(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
-                        computed[graph.senderIndex[.head(layer: l, head: h)]!] = out
-                        for i in 0..<(rows * D) { stream[i] += out[i] }
+                        GEMM.multiplySplittingRows(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                        record(graph.senderIndex[.head(layer: l, head: h)]!, output: out)
                     }
                 }
                 weights.bO.withUnsafeBufferPointer { b in
-                    for r in 0..<rows { for i in 0..<D { stream[r * D + i] += b[i] } }
+                    for r in 0..<rows { vectorAddScaled(stream + r * D, 1, b.baseAddress!, D) }
                 }
             }
             guard !c.attnOnly else { continue }
@@ -293,12 +328,11 @@ final class GraphForward {
             }
             let n = normalize(mlpIn, rows: rows, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
             weights.wIn.withUnsafeBufferPointer { w in
-                GEMM.multiply(m: rows, n: c.dMLP, k: D, n, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
+                GEMM.multiplySplittingRows(m: rows, n: c.dMLP, k: D, n, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
             }
             weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: rows, width: c.dMLP, bias: b.baseAddress!) }
             linear(hidden, rows: rows, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
-            computed[graph.senderIndex[.mlp(layer: l)]!] = mlpOut
-            for i in 0..<(rows * D) { stream[i] += mlpOut[i] }
+            record(graph.senderIndex[.mlp(layer: l)]!, output: mlpOut)
         }
         // The output: only the positions the metric reads.
         let read = metric.positions, readRows = V * B * read.count
@@ -355,7 +389,7 @@ final class GraphForward {
                         into out: UnsafeMutablePointer<Float>) {
         weight.withUnsafeBufferPointer { w in bias.withUnsafeBufferPointer { b in
             for r in 0..<rows { (out + r * outWidth).update(from: b.baseAddress!, count: outWidth) }
-            GEMM.multiply(m: rows, n: outWidth, k: width, x, lda: width, w.baseAddress!, ldb: outWidth, out, ldc: outWidth, beta: 1)
+            GEMM.multiplySplittingRows(m: rows, n: outWidth, k: width, x, lda: width, w.baseAddress!, ldb: outWidth, out, ldc: outWidth, beta: 1)
         } }
     }
 }

@@ -86,6 +86,31 @@ public enum Attention {
         }
     }
 
+    /// All three steps at once, `z` from `qkv`, one (batch, head) at a time across cores: for short sequences and
+    /// small heads, where a matrix product per (batch, head) costs more in calls than in arithmetic. No hooks can sit
+    /// between the steps.
+    public static func fused(qkv: UnsafePointer<Float>, _ shape: AttentionShape, attnScale: Float, into z: UnsafeMutablePointer<Float>) {
+        let p = shape.positions, d = shape.headDim, ld = shape.qkvWidth, hd = shape.zWidth, H = shape.heads
+        let inverseScale = 1 / attnScale
+        parallelChunks(shape.batch * H, minimumChunk: max(1, 4096 / max(p * p * d, 1))) { items in
+            let row = UnsafeMutablePointer<Float>.allocate(capacity: p)
+            defer { row.deallocate() }
+            for item in items {
+                let b = item / H, h = item % H
+                let base = qkv + b * p * ld
+                for q in 0..<p {
+                    let query = base + q * ld + h * d
+                    let valid = shape.causal ? q + 1 : p
+                    for k in 0..<valid { row[k] = vectorDot(query, base + k * ld + hd + h * d, d) * inverseScale }
+                    softmaxRow(row, valid: valid, width: p)
+                    let out = z + (b * p + q) * hd + h * d
+                    out.update(repeating: 0, count: d)
+                    for k in 0..<valid { vectorAddScaled(out, row[k], base + k * ld + 2 * hd + h * d, d) }
+                }
+            }
+        }
+    }
+
     /// Reference: all three steps with loops in Double.
     public static func naive(qkv: [Float], _ shape: AttentionShape, attnScale: Float)
         -> (scores: [Float], pattern: [Float], z: [Float]) {

@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "interp-bench",
         abstract: "Benchmark workloads (build with -c release). Run once with the environment as it is and once with `env -u OPENBLAS_CORETYPE`.",
-        subcommands: [GEMMBench.self, ForwardBench.self, TokenizeBench.self, StoreBench.self, CacheBench.self, SAEBench.self, PatchBench.self])
+        subcommands: [GEMMBench.self, ForwardBench.self, TokenizeBench.self, StoreBench.self, CacheBench.self, SAEBench.self, PatchBench.self, ACDCBench.self])
 }
 
 struct RunOptions: ParsableArguments {
@@ -65,12 +65,12 @@ struct ForwardBench: ParsableCommand {
     }
 }
 
-/// A model of `config`'s shape with N(0, 0.02²) weights, LN weights 1 + N(0, 0.02²), small random biases.
-func randomModel(_ config: ModelConfig, seed: UInt64) throws -> TransformerModel {
+/// A model of `config`'s shape with N(0, std²) weights, LN weights 1 + N(0, std²), small random biases.
+func randomModel(_ config: ModelConfig, seed: UInt64, std: Float = 0.02) throws -> TransformerModel {
     var rng = SeededRandom(seed: seed)
     var state: [String: Tensor] = [:]
     for parameter in ParameterTable.expected(for: config) {
-        var tensor = rng.normalTensor(parameter.shape, std: 0.02)
+        var tensor = rng.normalTensor(parameter.shape, std: std)
         if parameter.name.hasSuffix(".w") { tensor.scalars = tensor.scalars.map { $0 + 1 } }
         state[parameter.name] = tensor
     }
