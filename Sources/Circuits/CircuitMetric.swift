@@ -50,22 +50,46 @@ public struct CircuitMetric {
     }
 
     /// `KL(clean ‖ patched) = Σ_v p_clean (log p_clean − log p_patched)` at `positions`, averaged over prompts and positions.
+    /// Per row it is `Σ_v p_clean log p_clean − Σ_v p_clean x_v + logsumexp(x)`: one pass of vector exponentials over
+    /// the patched logits x (the sums in Double), the clean side computed once.
     public static func kl(cleanLogits: Tensor, positions: [Int]) -> CircuitMetric {
         let (B, P, V) = (cleanLogits.shape[0], cleanLogits.shape[1], cleanLogits.shape[2])
-        var reference: [[Double]] = []
+        var probabilities: [[Double]] = [], entropyTerms: [Double] = []
         for b in 0..<B {
-            for p in positions { reference.append(logSoftmax(cleanLogits.scalars[((b * P + p) * V)..<((b * P + p + 1) * V)])) }
+            for p in positions {
+                let row = Array(cleanLogits.scalars[((b * P + p) * V)..<((b * P + p + 1) * V)])
+                let lse = row.withUnsafeBufferPointer { logSumExp($0) }
+                let logs = row.map { Double($0) - lse }
+                probabilities.append(logs.map { Foundation.exp($0) })
+                entropyTerms.append(zip(probabilities.last!, logs).reduce(0.0) { $1.0 > 0 ? $0 + $1.0 * $1.1 : $0 })
+            }
         }
         return CircuitMetric(name: "kl", positions: positions) { logits in
             let rows = logits.shape[0] * logits.shape[1]
             var total = 0.0
-            for r in 0..<rows {
-                let patched = logSoftmax(logits.scalars[(r * V)..<((r + 1) * V)])
-                let clean = reference[r]
-                for v in 0..<V where clean[v] > -.infinity { total += Foundation.exp(clean[v]) * (clean[v] - patched[v]) }
+            logits.withUnsafeBufferPointer { x in
+                for r in 0..<rows {
+                    let row = x.baseAddress! + r * V
+                    var dot = 0.0
+                    probabilities[r].withUnsafeBufferPointer { p in for v in 0..<V { dot += p[v] * Double(row[v]) } }
+                    total += entropyTerms[r] - dot + logSumExp(UnsafeBufferPointer(start: row, count: V))
+                }
             }
             return total / Double(rows)
         }
+    }
+
+    /// `log Σ exp(x)`: exponentials in vector Float after subtracting the maximum, summed in Double.
+    static func logSumExp(_ v: UnsafeBufferPointer<Float>) -> Double {
+        let m = v.max() ?? 0
+        var sum = 0.0, i = 0
+        let raw = UnsafeRawPointer(v.baseAddress!), mv = Lanes(repeating: m)
+        while i + 8 <= v.count {
+            sum += Double(vectorExp(raw.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self) - mv).sum())
+            i += 8
+        }
+        while i < v.count { sum += Double(expf(v[i] - m)); i += 1 }
+        return Double(m) + Foundation.log(sum)
     }
 
     /// Mean squared difference from the clean logits over `positions` and `logitIndices` (all when nil).
@@ -79,9 +103,4 @@ public struct CircuitMetric {
         }
     }
 
-    static func logSoftmax(_ row: ArraySlice<Float>) -> [Double] {
-        let m = Double(row.max() ?? 0)
-        let logSum = Foundation.log(row.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }) + m
-        return row.map { Double($0) - logSum }
-    }
 }

@@ -37,6 +37,8 @@ final class GraphForward {
     private(set) var into: [CircuitGraph.Receiver: [(edge: Int, sender: Int)]] = [:]
     /// The direct edge of each head input.
     private(set) var direct: [CircuitGraph.Receiver: Int] = [:]
+    /// Addition edges out of each sender.
+    private var outgoing: [[Int]] = []
 
     /// Per sender `[rows0, D]`: its output in the clean run, its ablated output, and the difference.
     private var clean: [[Float]] = []
@@ -49,6 +51,11 @@ final class GraphForward {
     /// `[rows0, 3·H·d]`.
     private var ablatedPre: [[Float]] = [], ablatedMid: [[Float]] = [], ablatedFinal: [Float] = []
     private var ablatedQKV: [[Float]] = []
+    /// Scratch buffers (pointer, capacity) free for the next run.
+    private var pool: [(UnsafeMutablePointer<Float>, Int)] = []
+
+    deinit { pool.forEach { $0.0.deallocate() } }
+
     /// Batched forward passes run, and graph states run in them.
     private(set) var passes = 0, states = 0
 
@@ -65,8 +72,14 @@ final class GraphForward {
         H = c.nHeads
         d = c.dHead
         hd = H * d
+        outgoing = Array(repeating: [], count: graph.senders.count)
         for (i, edge) in graph.edges.enumerated() {
-            if edge.kind == .addition { into[edge.receiver, default: []].append((i, graph.senderIndex[edge.sender]!)) } else { direct[edge.receiver] = i }
+            if edge.kind == .addition {
+                into[edge.receiver, default: []].append((i, graph.senderIndex[edge.sender]!))
+                outgoing[graph.senderIndex[edge.sender]!].append(i)
+            } else {
+                direct[edge.receiver] = i
+            }
         }
         let (cleanOutputs, cleanStreams) = try Self.senderOutputs(model: model, graph: graph, tokens: tokens)
         clean = cleanOutputs
@@ -171,15 +184,27 @@ final class GraphForward {
         passes += 1
         self.states += states.count
         let V = states.count, rows = V * rows0, L = c.nLayers
-        var buffers: [UnsafeMutablePointer<Float>] = []
-        defer { buffers.forEach { $0.deallocate() } }
+        // Scratch buffers come from a pool kept across runs: fresh pages cost more than the arithmetic here.
+        var taken: [(UnsafeMutablePointer<Float>, Int)] = []
+        defer { pool += taken }
         func make(_ count: Int) -> UnsafeMutablePointer<Float> {
+            if let i = pool.firstIndex(where: { $0.1 >= count }) {
+                taken.append(pool.remove(at: i))
+                return taken.last!.0
+            }
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-            buffers.append(p)
+            taken.append((p, max(count, 1)))
             return p
         }
         // Output − ablated output of the senders the runs compute (from the start on), per variant: `[V·rows0, D]`.
         var computedDelta: [Int: UnsafeMutablePointer<Float>] = [:]
+        // Senders whose output is the same in every state (`[rows0, D]` then).
+        var sharedSenders = Set<Int>()
+        // A computed sender none of whose edges is present in a state cannot change anything there: it is not
+        // computed, and the stream gets its ablated output (so its difference is 0 wherever it is subtracted). Only
+        // edges into one receiver differ between the states, and their senders come before the start, so this is
+        // the same for every state.
+        let dead = Set(graph.senders.indices.filter { s in !outgoing[s].contains { states[0][$0] } })
         let stream = make(rows * D)
         let firstComputed: Int
         switch start {
@@ -189,10 +214,11 @@ final class GraphForward {
         }
         /// `out += sign · (sender s's output − its ablated output)` for variant v.
         func accumulateDelta(_ s: Int, variant v: Int, into out: UnsafeMutablePointer<Float>, sign: Float) {
+            if s >= firstComputed && dead.contains(s) { return }
             if s < firstComputed {
                 cleanDelta[s].withUnsafeBufferPointer { vectorAddScaled(out, sign, $0.baseAddress!, rows0 * D) }
             } else {
-                vectorAddScaled(out, sign, computedDelta[s]! + v * rows0 * D, rows0 * D)
+                vectorAddScaled(out, sign, computedDelta[s]! + (sharedSenders.contains(s) ? 0 : v * rows0 * D), rows0 * D)
             }
         }
         /// Records a computed sender's output `[V·rows0, D]`: adds it to the stream and keeps its difference from the
@@ -211,6 +237,26 @@ final class GraphForward {
                 }
             }
             computedDelta[s] = delta
+        }
+        /// A dead sender: the stream gets its ablated output.
+        func recordDead(_ s: Int) {
+            ablated[s].withUnsafeBufferPointer { a in
+                parallelChunks(V, minimumChunk: 1) { range in
+                    for v in range { vectorAddScaled(stream + v * rows0 * D, 1, a.baseAddress!, rows0 * D) }
+                }
+            }
+        }
+        /// The same for an output `[rows0, D]` that every state shares.
+        func recordShared(_ s: Int, output: UnsafePointer<Float>) {
+            let delta = make(rows0 * D)
+            ablated[s].withUnsafeBufferPointer { a in
+                for i in 0..<(rows0 * D) { delta[i] = output[i] - a[i] }
+            }
+            parallelChunks(V, minimumChunk: 1) { range in
+                for v in range { vectorAddScaled(stream + v * rows0 * D, 1, output, rows0 * D) }
+            }
+            computedDelta[s] = delta
+            sharedSenders.insert(s)
         }
         /// The input of `receiver` for variant v into `out`: from the full stream minus removed edges, or from the
         /// ablated input plus present edges, whichever sums fewer senders.
@@ -245,8 +291,12 @@ final class GraphForward {
                 // Each head's q, k, v from its own input. Receivers whose removed edges are the same in every state
                 // share one input per state: one normalisation and one product over all states' rows.
                 var groups: [[[Int]]: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [[[Int]]] = []
+                let deadHeads = Set((0..<H).filter { dead.contains(graph.senderIndex[.head(layer: l, head: $0)]!) })
                 for x in CircuitGraph.QKV.allCases {
-                    for h in 0..<H {
+                    for h in 0..<H where !deadHeads.contains(h) {
+                        // A removed direct edge makes the input irrelevant (the ablated value replaces it below).
+                        let directEdge = direct[.head(layer: l, head: h, x)]!
+                        if (0..<V).allSatisfy({ !states[$0][directEdge] }) { continue }
                         let edges = into[.head(layer: l, head: h, x)] ?? []
                         let signature = (0..<V).map { v in edges.filter { !states[v][$0.edge] }.map(\.sender) }
                         if groups[signature] == nil { order.append(signature) }
@@ -306,14 +356,41 @@ final class GraphForward {
                         }
                     }
                 }
-                let shape = AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: c.attentionDir == .causal)
-                Attention.fused(qkv: qkvBuffer, shape, attnScale: c.effectiveAttnScale, into: z)
+                // In the start layer, heads whose q, k and v are the same in every state are computed once.
+                var varying = Set(0..<H).subtracting(deadHeads)
+                if start == .attention(layer: l) && V > 1 {
+                    varying = []
+                    for h in 0..<H where !deadHeads.contains(h) {
+                        for x in CircuitGraph.QKV.allCases {
+                            let edges = (into[.head(layer: l, head: h, x)] ?? []).map(\.edge) + [direct[.head(layer: l, head: h, x)]!]
+                            if (1..<V).contains(where: { v in edges.contains { states[v][$0] != states[0][$0] } }) { varying.insert(h) }
+                        }
+                    }
+                }
+                let fixedHeads = (0..<H).filter { !varying.contains($0) && !deadHeads.contains($0) }
+                let causal = c.attentionDir == .causal
+                if !fixedHeads.isEmpty {
+                    Attention.fused(qkv: qkvBuffer, AttentionShape(batch: B, positions: P, heads: H, headDim: d, causal: causal),
+                                    attnScale: c.effectiveAttnScale, into: z, heads: fixedHeads)
+                }
+                if !varying.isEmpty {
+                    Attention.fused(qkv: qkvBuffer, AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: causal),
+                                    attnScale: c.effectiveAttnScale, into: z, heads: varying.sorted())
+                }
                 // Each head's output z_h·W_O[h] is a sender; the stream gets all of them and b_O.
                 let out = make(rows * D)
                 weights.wO.withUnsafeBufferPointer { wO in
                     for h in 0..<H {
-                        GEMM.multiplySplittingRows(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
-                        record(graph.senderIndex[.head(layer: l, head: h)]!, output: out)
+                        let s = graph.senderIndex[.head(layer: l, head: h)]!
+                        if deadHeads.contains(h) {
+                            recordDead(s)
+                        } else if varying.contains(h) {
+                            GEMM.multiplySplittingRows(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                            record(s, output: out)
+                        } else {
+                            GEMM.multiplySplittingRows(m: rows0, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                            recordShared(s, output: out)
+                        }
                     }
                 }
                 weights.bO.withUnsafeBufferPointer { b in
@@ -321,6 +398,10 @@ final class GraphForward {
                 }
             }
             guard !c.attnOnly else { continue }
+            if dead.contains(graph.senderIndex[.mlp(layer: l)]!) {
+                recordDead(graph.senderIndex[.mlp(layer: l)]!)
+                continue
+            }
             let mlpOut = make(rows * D)
             let mlpIn = make(rows * D)
             for v in 0..<V {

@@ -89,14 +89,17 @@ public enum Attention {
     /// All three steps at once, `z` from `qkv`, one (batch, head) at a time across cores: for short sequences and
     /// small heads, where a matrix product per (batch, head) costs more in calls than in arithmetic. No hooks can sit
     /// between the steps.
-    public static func fused(qkv: UnsafePointer<Float>, _ shape: AttentionShape, attnScale: Float, into z: UnsafeMutablePointer<Float>) {
-        let p = shape.positions, d = shape.headDim, ld = shape.qkvWidth, hd = shape.zWidth, H = shape.heads
+    /// `heads` restricts the work to some heads (their z columns only are written).
+    public static func fused(qkv: UnsafePointer<Float>, _ shape: AttentionShape, attnScale: Float, into z: UnsafeMutablePointer<Float>,
+                             heads: [Int]? = nil) {
+        let p = shape.positions, d = shape.headDim, ld = shape.qkvWidth, hd = shape.zWidth
+        let which = heads ?? Array(0..<shape.heads), H = which.count
         let inverseScale = 1 / attnScale
         parallelChunks(shape.batch * H, minimumChunk: max(1, 4096 / max(p * p * d, 1))) { items in
             let row = UnsafeMutablePointer<Float>.allocate(capacity: p)
             defer { row.deallocate() }
             for item in items {
-                let b = item / H, h = item % H
+                let b = item / H, h = which[item % H]
                 let base = qkv + b * p * ld
                 for q in 0..<p {
                     let query = base + q * ld + h * d

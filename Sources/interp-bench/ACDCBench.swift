@@ -47,6 +47,7 @@ struct ACDCBench: ParsableCommand {
             let slow = try ACDC.reference(model: model, clean: cleanBatch, corrupted: corruptedBatch, metric: metric, settings: settings)
             extra["reference s"] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             extra["same kept edges (1 = yes)"] = slow.kept == r.kept ? 1 : 0
+            extra["reference edges tried"] = Double(slow.statesRun)
         }
         report("acdc \(config.modelName), \(prompts) × \(positions) tokens, τ \(threshold)", times: times, extra: extra)
     }
