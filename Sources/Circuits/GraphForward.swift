@@ -282,9 +282,81 @@ final class GraphForward {
         case let .mlp(l): fill(cleanMid[l]); firstLayer = l
         case .output: fill(cleanFinal); firstLayer = L
         }
+        // After the last layer's keys and values only the rows the metric reads matter: from there on the runs
+        // hold those rows alone ("read rows", `[V·R, D]`, prompt-major as the metric reads them).
+        let readPositions = metric.positions, nRead = readPositions.count, R = B * nRead
+        let readRows = (0..<B).flatMap { b in readPositions.map { b * P + $0 } }
+        let readStream = make(V * R * D)
+        var readDelta: [Int: (pointer: UnsafeMutablePointer<Float>, shared: Bool)] = [:]
+        /// The stream at the read rows, from the full stream.
+        func gatherStream() {
+            for v in 0..<V { for i in 0..<R { (readStream + (v * R + i) * D).update(from: stream + (v * rows0 + readRows[i]) * D, count: D) } }
+        }
+        /// `out[R, D] += sign · (sender s's output − its ablated output)` at the read rows, for variant v.
+        func accumulateRead(_ s: Int, variant v: Int, into out: UnsafeMutablePointer<Float>, sign: Float) {
+            if s >= firstComputed && dead.contains(s) { return }
+            if let (pointer, shared) = readDelta[s] {
+                vectorAddScaled(out, sign, pointer + (shared ? 0 : v * R * D), R * D)
+                return
+            }
+            func add(_ full: UnsafePointer<Float>) { for i in 0..<R { vectorAddScaled(out + i * D, sign, full + readRows[i] * D, D) } }
+            if s < firstComputed {
+                cleanDelta[s].withUnsafeBufferPointer { add($0.baseAddress!) }
+            } else {
+                add(computedDelta[s]! + (sharedSenders.contains(s) ? 0 : v * rows0 * D))
+            }
+        }
+        /// A receiver's input at the read rows for variant v.
+        func receiverInputRead(_ receiver: CircuitGraph.Receiver, variant v: Int, ablatedInput: [Float], into out: UnsafeMutablePointer<Float>) {
+            let edges = into[receiver] ?? []
+            let present = edges.filter { states[v][$0.edge] }
+            if present.count * 2 >= edges.count {
+                out.update(from: readStream + v * R * D, count: R * D)
+                for e in edges where !states[v][e.edge] { accumulateRead(e.sender, variant: v, into: out, sign: -1) }
+            } else {
+                ablatedInput.withUnsafeBufferPointer { a in for i in 0..<R { (out + i * D).update(from: a.baseAddress! + readRows[i] * D, count: D) } }
+                for e in present { accumulateRead(e.sender, variant: v, into: out, sign: 1) }
+            }
+        }
+        /// Records a sender's output at the read rows (`[V·R, D]`, or `[R, D]` when shared).
+        func recordRead(_ s: Int, output: UnsafePointer<Float>, shared: Bool) {
+            let delta = make((shared ? 1 : V) * R * D)
+            ablated[s].withUnsafeBufferPointer { a in
+                for block in 0..<(shared ? 1 : V) {
+                    for i in 0..<R {
+                        let o = output + (block * R + i) * D, dst = delta + (block * R + i) * D, ab = a.baseAddress! + readRows[i] * D
+                        for j in 0..<D { dst[j] = o[j] - ab[j] }
+                    }
+                }
+            }
+            for v in 0..<V { vectorAddScaled(readStream + v * R * D, 1, output + (shared ? 0 : v * R * D), R * D) }
+            readDelta[s] = (delta, shared)
+        }
+        func recordDeadRead(_ s: Int) {
+            ablated[s].withUnsafeBufferPointer { a in
+                for v in 0..<V { for i in 0..<R { vectorAddScaled(readStream + (v * R + i) * D, 1, a.baseAddress! + readRows[i] * D, D) } }
+            }
+        }
+
         let input = make(rows0 * D), inputs = make(rows * D)
         let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd)
         let hidden = make(c.attnOnly ? 0 : rows * c.dMLP)
+        /// The last layer's MLP at the read rows.
+        func lastMLP(_ l: Int) {
+            guard !c.attnOnly else { return }
+            let s = graph.senderIndex[.mlp(layer: l)]!
+            if dead.contains(s) { recordDeadRead(s); return }
+            let weights = model.layers[l], n = V * R
+            let mlpIn = make(n * D), mlpOut = make(n * D)
+            for v in 0..<V { receiverInputRead(.mlp(layer: l), variant: v, ablatedInput: ablatedMid[l], into: mlpIn + v * R * D) }
+            let normed = normalize(mlpIn, rows: n, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
+            weights.wIn.withUnsafeBufferPointer { w in
+                GEMM.multiplySplittingRows(m: n, n: c.dMLP, k: D, normed, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
+            }
+            weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: n, width: c.dMLP, bias: b.baseAddress!) }
+            linear(hidden, rows: n, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
+            recordRead(s, output: mlpOut, shared: false)
+        }
         for l in firstLayer..<L {
             let weights = model.layers[l]
             if start != .mlp(layer: l) {
@@ -368,14 +440,37 @@ final class GraphForward {
                     }
                 }
                 let fixedHeads = (0..<H).filter { !varying.contains($0) && !deadHeads.contains($0) }
-                let causal = c.attentionDir == .causal
+                let causal = c.attentionDir == .causal, last = l == L - 1
+                let queries = last ? readPositions : nil
                 if !fixedHeads.isEmpty {
                     Attention.fused(qkv: qkvBuffer, AttentionShape(batch: B, positions: P, heads: H, headDim: d, causal: causal),
-                                    attnScale: c.effectiveAttnScale, into: z, heads: fixedHeads)
+                                    attnScale: c.effectiveAttnScale, into: z, heads: fixedHeads, queries: queries)
                 }
                 if !varying.isEmpty {
                     Attention.fused(qkv: qkvBuffer, AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: causal),
-                                    attnScale: c.effectiveAttnScale, into: z, heads: varying.sorted())
+                                    attnScale: c.effectiveAttnScale, into: z, heads: varying.sorted(), queries: queries)
+                }
+                if last {
+                    // The heads' outputs at the read rows only.
+                    gatherStream()
+                    let zRead = make(V * R * d), out = make(V * R * D)
+                    weights.wO.withUnsafeBufferPointer { wO in
+                        for h in 0..<H {
+                            let s = graph.senderIndex[.head(layer: l, head: h)]!
+                            if deadHeads.contains(h) { recordDeadRead(s); continue }
+                            let blocks = varying.contains(h) ? V : 1
+                            for v in 0..<blocks {
+                                for i in 0..<R { (zRead + (v * R + i) * d).update(from: z + (v * rows0 + readRows[i]) * hd + h * d, count: d) }
+                            }
+                            GEMM.multiplySplittingRows(m: blocks * R, n: D, k: d, zRead, lda: d, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                            recordRead(s, output: out, shared: blocks == 1)
+                        }
+                    }
+                    weights.bO.withUnsafeBufferPointer { b in
+                        for r in 0..<(V * R) { vectorAddScaled(readStream + r * D, 1, b.baseAddress!, D) }
+                    }
+                    lastMLP(l)
+                    continue
                 }
                 // Each head's output z_h·W_O[h] is a sender; the stream gets all of them and b_O.
                 let out = make(rows * D)
@@ -397,6 +492,12 @@ final class GraphForward {
                     for r in 0..<rows { vectorAddScaled(stream + r * D, 1, b.baseAddress!, D) }
                 }
             }
+            if l == L - 1 {
+                // Starting at the last layer's MLP.
+                gatherStream()
+                lastMLP(l)
+                continue
+            }
             guard !c.attnOnly else { continue }
             if dead.contains(graph.senderIndex[.mlp(layer: l)]!) {
                 recordDead(graph.senderIndex[.mlp(layer: l)]!)
@@ -415,18 +516,12 @@ final class GraphForward {
             linear(hidden, rows: rows, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
             record(graph.senderIndex[.mlp(layer: l)]!, output: mlpOut)
         }
-        // The output: only the positions the metric reads.
-        let read = metric.positions, readRows = V * B * read.count
-        let final = make(readRows * D)
-        for v in 0..<V {
-            receiverInput(.output, variant: v, stream: stream, ablatedInput: ablatedFinal, into: input)
-            for b in 0..<B {
-                for (i, p) in read.enumerated() {
-                    (final + ((v * B + b) * read.count + i) * D).update(from: input + (b * P + p) * D, count: D)
-                }
-            }
-        }
-        let n = normalize(final, rows: readRows, parameters: model.lnFinal, mean: nil, scale: nil, out: final)
+        // The output, at the read rows.
+        if firstLayer == L { gatherStream() }
+        let final = make(V * R * D)
+        for v in 0..<V { receiverInputRead(.output, variant: v, ablatedInput: ablatedFinal, into: final + v * R * D) }
+        let read = readPositions, readRowCount = V * R
+        let n = normalize(final, rows: readRowCount, parameters: model.lnFinal, mean: nil, scale: nil, out: final)
         let indices = metric.logitIndices ?? Array(0..<c.dVocabOut)
         var weight = [Float](repeating: 0, count: D * indices.count)
         if metric.logitIndices == nil {
@@ -434,8 +529,8 @@ final class GraphForward {
         } else {
             for i in 0..<D { for (j, vocab) in indices.enumerated() { weight[i * indices.count + j] = model.wU[i * c.dVocabOut + vocab] } }
         }
-        let logits = make(readRows * indices.count)
-        linear(n, rows: readRows, width: D, weight: weight, bias: indices.map { model.bU[$0] }, outWidth: indices.count, into: logits)
+        let logits = make(readRowCount * indices.count)
+        linear(n, rows: readRowCount, width: D, weight: weight, bias: indices.map { model.bU[$0] }, outWidth: indices.count, into: logits)
         var values: [Double] = []
         for v in 0..<V {
             let count = B * read.count * indices.count

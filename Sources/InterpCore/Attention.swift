@@ -89,9 +89,10 @@ public enum Attention {
     /// All three steps at once, `z` from `qkv`, one (batch, head) at a time across cores: for short sequences and
     /// small heads, where a matrix product per (batch, head) costs more in calls than in arithmetic. No hooks can sit
     /// between the steps.
-    /// `heads` restricts the work to some heads (their z columns only are written).
+    /// `heads` restricts the work to some heads (their z columns only are written), `queries` to some query
+    /// positions (their z rows only).
     public static func fused(qkv: UnsafePointer<Float>, _ shape: AttentionShape, attnScale: Float, into z: UnsafeMutablePointer<Float>,
-                             heads: [Int]? = nil) {
+                             heads: [Int]? = nil, queries: [Int]? = nil) {
         let p = shape.positions, d = shape.headDim, ld = shape.qkvWidth, hd = shape.zWidth
         let which = heads ?? Array(0..<shape.heads), H = which.count
         let inverseScale = 1 / attnScale
@@ -101,7 +102,7 @@ public enum Attention {
             for item in items {
                 let b = item / H, h = which[item % H]
                 let base = qkv + b * p * ld
-                for q in 0..<p {
+                for q in queries ?? Array(0..<p) {
                     let query = base + q * ld + h * d
                     let valid = shape.causal ? q + 1 : p
                     for k in 0..<valid { row[k] = vectorDot(query, base + k * ld + hd + h * d, d) * inverseScale }
