@@ -109,19 +109,20 @@ public enum ACDC {
                 case .output: start = start0
                 }
             }
-            var next = group.lowerBound
+            var next = group.lowerBound, batch = group.count
             while next < group.upperBound {
                 if batched {
-                    // Every remaining candidate, each assuming the ones before it in the batch were removed.
+                    // The next candidates, each assuming the ones before it in the batch were removed. A kept edge
+                    // wastes the rest of its batch, so after one the batches shrink.
                     var states: [[Bool]] = []
                     var state = present
-                    for e in next..<group.upperBound {
+                    for e in next..<min(group.upperBound, next + batch) {
                         state[e] = false
                         states.append(state)
                     }
                     let values = forward.evaluate(states, from: start, maxRows: settings.maxRows)
                     var k = 0
-                    while next < group.upperBound {
+                    while k < values.count {
                         let delta = values[k] - current
                         effects[next] = delta
                         next += 1
@@ -130,6 +131,7 @@ public enum ACDC {
                             present[next - 1] = false
                             current = values[k - 1]
                         } else {
+                            batch = max(1, batch / 2)
                             break   // kept: the later states assumed it removed
                         }
                     }

@@ -51,10 +51,36 @@ final class GraphForward {
     /// `[rows0, 3·H·d]`.
     private var ablatedPre: [[Float]] = [], ablatedMid: [[Float]] = [], ablatedFinal: [Float] = []
     private var ablatedQKV: [[Float]] = []
+    struct HeadKey: Hashable { let layer: Int, head: Int }
+    /// Outputs of heads computed in a start layer (all rows, or the read rows in the last layer), by the edges that
+    /// determined them.
+    private var headCache: [HeadKey: (signature: [Int], output: UnsafeMutablePointer<Float>)] = [:]
+
+    /// What a start-layer head's output depends on: its direct edges and the removed edges into its q, k and v.
+    private func headSignature(layer l: Int, head h: Int, state: [Bool]) -> [Int] {
+        var out: [Int] = []
+        for x in CircuitGraph.QKV.allCases {
+            out.append(state[direct[.head(layer: l, head: h, x)]!] ? -1 : -2)
+            out += (into[.head(layer: l, head: h, x)] ?? []).filter { !state[$0.edge] }.map(\.sender)
+        }
+        return out
+    }
+
+    private func remember(layer: Int, head: Int, signature: [Int], output: UnsafePointer<Float>, count: Int) {
+        let key = HeadKey(layer: layer, head: head)
+        headCache[key]?.output.deallocate()
+        let copy = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        copy.update(from: output, count: count)
+        headCache[key] = (signature, copy)
+    }
+
     /// Scratch buffers (pointer, capacity) free for the next run.
     private var pool: [(UnsafeMutablePointer<Float>, Int)] = []
 
-    deinit { pool.forEach { $0.0.deallocate() } }
+    deinit {
+        pool.forEach { $0.0.deallocate() }
+        headCache.values.forEach { $0.output.deallocate() }
+    }
 
     /// Batched forward passes run, and graph states run in them.
     private(set) var passes = 0, states = 0
@@ -338,7 +364,7 @@ final class GraphForward {
             }
         }
 
-        let input = make(rows0 * D), inputs = make(rows * D)
+        let inputs = make(rows * D)
         let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd)
         let hidden = make(c.attnOnly ? 0 : rows * c.dMLP)
         /// The last layer's MLP at the read rows.
@@ -351,7 +377,7 @@ final class GraphForward {
             for v in 0..<V { receiverInputRead(.mlp(layer: l), variant: v, ablatedInput: ablatedMid[l], into: mlpIn + v * R * D) }
             let normed = normalize(mlpIn, rows: n, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
             weights.wIn.withUnsafeBufferPointer { w in
-                GEMM.multiplySplittingRows(m: n, n: c.dMLP, k: D, normed, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
+                product(m: n, n: c.dMLP, k: D, normed, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
             }
             weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: n, width: c.dMLP, bias: b.baseAddress!) }
             linear(hidden, rows: n, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
@@ -362,24 +388,80 @@ final class GraphForward {
             if start != .mlp(layer: l) {
                 // Each head's q, k, v from its own input. Receivers whose removed edges are the same in every state
                 // share one input per state: one normalisation and one product over all states' rows.
+                // In the last layer queries are needed at the read rows only: query inputs there form their own groups
+                // (marked by a leading [-1] in the key).
+                let last = l == L - 1, readOnlyQueries = last && R < rows0
+                if last { gatherStream() }
                 var groups: [[[Int]]: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [[[Int]]] = []
                 let deadHeads = Set((0..<H).filter { dead.contains(graph.senderIndex[.head(layer: l, head: $0)]!) })
-                for x in CircuitGraph.QKV.allCases {
+                // In the start layer, heads whose q, k and v are the same in every state are computed once.
+                var varying = Set(0..<H).subtracting(deadHeads)
+                if start == .attention(layer: l) {
+                    varying = []
                     for h in 0..<H where !deadHeads.contains(h) {
+                        for x in CircuitGraph.QKV.allCases {
+                            let edges = (into[.head(layer: l, head: h, x)] ?? []).map(\.edge) + [direct[.head(layer: l, head: h, x)]!]
+                            if (1..<V).contains(where: { v in edges.contains { states[v][$0] != states[0][$0] } }) { varying.insert(h) }
+                        }
+                    }
+                }
+                // In the start layer a head's output depends only on its own edges (its inputs read the clean run):
+                // one computed before with the same edges is reused.
+                var cachedHeads: [Int: UnsafeMutablePointer<Float>] = [:]
+                var signatures: [Int: [Int]] = [:]
+                if start == .attention(layer: l) {
+                    for h in 0..<H where !deadHeads.contains(h) && !varying.contains(h) {
+                        signatures[h] = headSignature(layer: l, head: h, state: states[0])
+                        if let cached = headCache[HeadKey(layer: l, head: h)], cached.signature == signatures[h]! { cachedHeads[h] = cached.output }
+                    }
+                }
+                for x in CircuitGraph.QKV.allCases {
+                    for h in 0..<H where !deadHeads.contains(h) && cachedHeads[h] == nil {
                         // A removed direct edge makes the input irrelevant (the ablated value replaces it below).
                         let directEdge = direct[.head(layer: l, head: h, x)]!
                         if (0..<V).allSatisfy({ !states[$0][directEdge] }) { continue }
                         let edges = into[.head(layer: l, head: h, x)] ?? []
-                        let signature = (0..<V).map { v in edges.filter { !states[v][$0.edge] }.map(\.sender) }
+                        var signature = (0..<V).map { v in edges.filter { !states[v][$0.edge] }.map(\.sender) }
+                        if readOnlyQueries && x == .q { signature.insert([-1], at: 0) }
                         if groups[signature] == nil { order.append(signature) }
                         groups[signature, default: []].append((h, x))
                     }
                 }
-                for key in order {
+                for var key in order {
                     let members = groups[key]!
+                    let queriesOnly = key.first == [-1]
+                    if queriesOnly { key.removeFirst() }
                     // In the start layer the states differ only in the receiver under test: every other receiver's
                     // input is the same in all of them, so it is made, normalised and multiplied once.
                     let shared = start == .attention(layer: l) && key.allSatisfy { $0 == key[0] }
+                    // One product per run of adjacent columns.
+                    let columns = members.map { $0.x.rawValue * hd + $0.h * d }.sorted()
+                    var ranges: [Range<Int>] = []
+                    for column in columns {
+                        if let last = ranges.last, last.upperBound == column { ranges[ranges.count - 1] = last.lowerBound..<(column + d) } else { ranges.append(column..<(column + d)) }
+                    }
+                    if queriesOnly {
+                        let blocks = shared ? 1 : V, count = blocks * R, out = make(count * 3 * hd)
+                        for v in 0..<blocks {
+                            receiverInputRead(.head(layer: l, head: members[0].h, members[0].x), variant: v, ablatedInput: ablatedPre[l],
+                                              into: inputs + v * R * D)
+                        }
+                        let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
+                        weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
+                            for range in ranges {
+                                for r in 0..<count { (out + r * 3 * hd + range.lowerBound).update(from: b.baseAddress! + range.lowerBound, count: range.count) }
+                                product(m: count, n: range.count, k: D, n, lda: D, w.baseAddress! + range.lowerBound, ldb: 3 * hd,
+                                        out + range.lowerBound, ldc: 3 * hd, beta: 1)
+                            }
+                        } }
+                        for v in 0..<V {
+                            for i in 0..<R {
+                                let from = out + ((shared ? 0 : v) * R + i) * 3 * hd, to = qkvBuffer + (v * rows0 + readRows[i]) * 3 * hd
+                                for range in ranges { (to + range.lowerBound).update(from: from + range.lowerBound, count: range.count) }
+                            }
+                        }
+                        continue
+                    }
                     let count = shared ? rows0 : rows
                     if shared {
                         receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: 0, stream: stream,
@@ -396,14 +478,13 @@ final class GraphForward {
                     if members.count == 3 * H {
                         linear(n, rows: count, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: qkvBuffer)
                     } else {
-                        for (h, x) in members {
-                            let column = x.rawValue * hd + h * d
-                            weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
-                                for r in 0..<count { (qkvBuffer + r * 3 * hd + column).update(from: b.baseAddress! + column, count: d) }
-                                GEMM.multiplySplittingRows(m: count, n: d, k: D, n, lda: D, w.baseAddress! + column, ldb: 3 * hd,
-                                                           qkvBuffer + column, ldc: 3 * hd, beta: 1)
-                            } }
-                        }
+                        weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
+                            for range in ranges {
+                                for r in 0..<count { (qkvBuffer + r * 3 * hd + range.lowerBound).update(from: b.baseAddress! + range.lowerBound, count: range.count) }
+                                product(m: count, n: range.count, k: D, n, lda: D, w.baseAddress! + range.lowerBound, ldb: 3 * hd,
+                                        qkvBuffer + range.lowerBound, ldc: 3 * hd, beta: 1)
+                            }
+                        } }
                     }
                     if shared {
                         // Copy state 0's columns to the other states.
@@ -428,19 +509,8 @@ final class GraphForward {
                         }
                     }
                 }
-                // In the start layer, heads whose q, k and v are the same in every state are computed once.
-                var varying = Set(0..<H).subtracting(deadHeads)
-                if start == .attention(layer: l) && V > 1 {
-                    varying = []
-                    for h in 0..<H where !deadHeads.contains(h) {
-                        for x in CircuitGraph.QKV.allCases {
-                            let edges = (into[.head(layer: l, head: h, x)] ?? []).map(\.edge) + [direct[.head(layer: l, head: h, x)]!]
-                            if (1..<V).contains(where: { v in edges.contains { states[v][$0] != states[0][$0] } }) { varying.insert(h) }
-                        }
-                    }
-                }
-                let fixedHeads = (0..<H).filter { !varying.contains($0) && !deadHeads.contains($0) }
-                let causal = c.attentionDir == .causal, last = l == L - 1
+                let fixedHeads = (0..<H).filter { !varying.contains($0) && !deadHeads.contains($0) && cachedHeads[$0] == nil }
+                let causal = c.attentionDir == .causal
                 let queries = last ? readPositions : nil
                 if !fixedHeads.isEmpty {
                     Attention.fused(qkv: qkvBuffer, AttentionShape(batch: B, positions: P, heads: H, headDim: d, causal: causal),
@@ -452,18 +522,19 @@ final class GraphForward {
                 }
                 if last {
                     // The heads' outputs at the read rows only.
-                    gatherStream()
                     let zRead = make(V * R * d), out = make(V * R * D)
                     weights.wO.withUnsafeBufferPointer { wO in
                         for h in 0..<H {
                             let s = graph.senderIndex[.head(layer: l, head: h)]!
                             if deadHeads.contains(h) { recordDeadRead(s); continue }
+                            if let cached = cachedHeads[h] { recordRead(s, output: cached, shared: true); continue }
                             let blocks = varying.contains(h) ? V : 1
                             for v in 0..<blocks {
                                 for i in 0..<R { (zRead + (v * R + i) * d).update(from: z + (v * rows0 + readRows[i]) * hd + h * d, count: d) }
                             }
-                            GEMM.multiplySplittingRows(m: blocks * R, n: D, k: d, zRead, lda: d, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                            product(m: blocks * R, n: D, k: d, zRead, lda: d, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
                             recordRead(s, output: out, shared: blocks == 1)
+                            if let signature = signatures[h] { remember(layer: l, head: h, signature: signature, output: out, count: R * D) }
                         }
                     }
                     weights.bO.withUnsafeBufferPointer { b in
@@ -479,12 +550,15 @@ final class GraphForward {
                         let s = graph.senderIndex[.head(layer: l, head: h)]!
                         if deadHeads.contains(h) {
                             recordDead(s)
+                        } else if let cached = cachedHeads[h] {
+                            recordShared(s, output: cached)
                         } else if varying.contains(h) {
-                            GEMM.multiplySplittingRows(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                            product(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
                             record(s, output: out)
                         } else {
-                            GEMM.multiplySplittingRows(m: rows0, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                            product(m: rows0, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
                             recordShared(s, output: out)
+                            if let signature = signatures[h] { remember(layer: l, head: h, signature: signature, output: out, count: rows0 * D) }
                         }
                     }
                 }
@@ -510,7 +584,7 @@ final class GraphForward {
             }
             let n = normalize(mlpIn, rows: rows, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
             weights.wIn.withUnsafeBufferPointer { w in
-                GEMM.multiplySplittingRows(m: rows, n: c.dMLP, k: D, n, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
+                product(m: rows, n: c.dMLP, k: D, n, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
             }
             weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: rows, width: c.dMLP, bias: b.baseAddress!) }
             linear(hidden, rows: rows, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
@@ -561,11 +635,22 @@ final class GraphForward {
         return out
     }
 
+    /// A matrix product: small ones as one BLAS call (it stays on one thread), large ones split by rows across cores
+    /// as single-threaded calls (OpenBLAS's own threads would spin against the element-wise work in between).
+    private func product(m: Int, n: Int, k: Int, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                         _ c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
+        if m * n * k < 1 << 22 {
+            GEMM.multiply(m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, c, ldc: ldc, beta: beta)
+        } else {
+            GEMM.multiplySplittingRows(m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, c, ldc: ldc, beta: beta)
+        }
+    }
+
     private func linear(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], bias: [Float], outWidth: Int,
                         into out: UnsafeMutablePointer<Float>) {
         weight.withUnsafeBufferPointer { w in bias.withUnsafeBufferPointer { b in
             for r in 0..<rows { (out + r * outWidth).update(from: b.baseAddress!, count: outWidth) }
-            GEMM.multiplySplittingRows(m: rows, n: outWidth, k: width, x, lda: width, w.baseAddress!, ldb: outWidth, out, ldc: outWidth, beta: 1)
+            product(m: rows, n: outWidth, k: width, x, lda: width, w.baseAddress!, ldb: outWidth, out, ldc: outWidth, beta: 1)
         } }
     }
 }

@@ -92,9 +92,13 @@ import Testing
         func check(_ hooks: [(HookName, HookFunction)], removing remove: (CircuitGraph.Edge) -> Bool, ablation: CircuitAblation = .corrupted,
                    _ label: String) throws {
             let expected = try model.runWithHooks(clean, functions: hooks)
-            let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: ablation, metric: Self.kl(to: expected))
-            let value = forward.evaluate([graph.edges.map { !remove($0) }], from: .attention(layer: 0))[0]
-            #expect(Swift.abs(value) < 1e-6, "\(name) \(label): KL \(value)")
+            // Every position, and the last alone (the fast path then computes the last layer's queries, attention and
+            // outputs at that position only).
+            for metric in [Self.kl(to: expected), CircuitMetric.kl(cleanLogits: expected, positions: [expected.shape[1] - 1])] {
+                let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: ablation, metric: metric)
+                let value = forward.evaluate([graph.edges.map { !remove($0) }], from: .attention(layer: 0))[0]
+                #expect(Swift.abs(value) < 1e-6, "\(name) \(label), positions \(metric.positions): KL \(value)")
+            }
         }
         let d = model.config.dHead, D = model.config.dModel
         try check([patchHead(.q, width: d, values: source), patchHead(.k, width: d, values: source), patchHead(.v, width: d, values: source)],
