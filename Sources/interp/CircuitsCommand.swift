@@ -27,8 +27,8 @@ struct CircuitsCommand: ParsableCommand {
         "sweep": kept edges and metric per τ; the edges are those of the first τ).
 
         Example:
-          interp circuits --model fixtures/models/induction-2l --task task.json --metric kl --threshold 0.01 \\
-              --out circuit.json --svg circuit.svg
+          interp circuits --model fixtures/models/induction-2l --task task.json \\
+              --metric kl --threshold 0.01 --out circuit.json --svg circuit.svg
         """)
 
     @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String

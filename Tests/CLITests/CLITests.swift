@@ -325,6 +325,42 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/x.json"))
     }
 
+    /// `interp circuits` writes CIRCUIT.json (every edge, counts, metrics), DOT and SVG of the kept graph, and a τ
+    /// sweep; a bad task is a one-line error and writes nothing.
+    @Test func circuitsWritesTheGraph() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        struct Prompts: Decodable { let clean: [[Int]]; let corrupted: [[Int]]; let answers: [Int]; let wrongs: [Int] }
+        let prompts = try JSONDecoder().decode(Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/induction-2l.json")))
+        var object: [String: Any] = ["clean": prompts.clean, "corrupted": prompts.corrupted, "answer": prompts.answers, "wrong": prompts.wrongs]
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: dir + "/task.json"))
+        let result = try InterpBinary.run(["circuits", "--model", "fixtures/models/induction-2l", "--task", dir + "/task.json", "--metric", "kl",
+                                           "--threshold", "0.01", "--out", dir + "/c.json", "--dot", dir + "/c.dot", "--svg", dir + "/c.svg"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let circuit = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/c.json"))) as! [String: Any]
+        let edges = circuit["edges"] as! [[String: Any]], counts = circuit["counts"] as! [String: Int]
+        #expect(edges.count == 105 && counts["edges"] == 105 && counts["kept"] == edges.filter { $0["kept"] as! Bool }.count)
+        #expect(edges.first.map { ($0["src"] as! String, $0["dst"] as! String, $0["type"] as! String) } ?? ("", "", "") == ("a1.3", "output", "addition"))
+        #expect(Swift.abs(circuit["full_metric"] as! Double) < 1e-6 && (circuit["empty_metric"] as! Double) > (circuit["circuit_metric"] as! Double))
+        #expect(try String(contentsOfFile: dir + "/c.dot", encoding: .utf8).hasPrefix("digraph circuit {"))
+        #expect(try String(contentsOfFile: dir + "/c.svg", encoding: .utf8).contains("<svg"))
+        // A sweep.
+        let sweep = try InterpBinary.run(["circuits", "--model", "fixtures/models/induction-2l", "--task", dir + "/task.json", "--metric", "logit-diff",
+                                          "--thresholds", "0.01,0.1,1", "--out", dir + "/s.json"])
+        #expect(sweep.status == 0, "\(sweep.stderr)")
+        let s = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/s.json"))) as! [String: Any]
+        let kept = (s["sweep"] as! [[String: Any]]).map { $0["kept"] as! Int }
+        #expect(kept.count == 3 && kept[0] >= kept[1] && kept[1] >= kept[2], "\(kept)")
+        // Errors.
+        object["corrupted"] = [[1, 2]]
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: dir + "/bad.json"))
+        let bad = try InterpBinary.run(["circuits", "--model", "fixtures/models/induction-2l", "--task", dir + "/bad.json", "--threshold", "0.01",
+                                        "--out", dir + "/x.json"])
+        #expect(bad.status == 1 && bad.stderr == "error: \(dir)/bad.json: \"clean\" is 2 × 13 tokens but \"corrupted\" is 1 × 2\n", "\(bad.stderr)")
+        let noThreshold = try InterpBinary.run(["circuits", "--model", "fixtures/models/induction-2l", "--task", dir + "/task.json", "--out", dir + "/x.json"])
+        #expect(noThreshold.status == 64 && noThreshold.stderr.contains("give --threshold τ or --thresholds a,b,c"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/x.json"))
+    }
+
     @Test func saeFeatureCount() throws {
         let dir = try Fixtures.temporaryDirectory()
         let common = ["sae", "feature-count", "--activations", "fixtures/store/h5py-written.h5", "--dataset", "activations"]
@@ -381,7 +417,7 @@ import Testing
     }
 
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"], ["patch", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"], ["patch", "--help"], ["circuits", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)

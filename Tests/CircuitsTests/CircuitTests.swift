@@ -164,3 +164,57 @@ import Testing
         }
     }
 }
+
+@Suite struct CircuitTaskTests {
+    func write(_ text: String) throws -> String {
+        let path = try Fixtures.temporaryDirectory() + "/task.json"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func badTasksAreOneLineErrors() throws {
+        let config = try ModelLoader.load(directory: Fixtures.model("induction-2l")).config
+        let cases: [(String, String)] = [
+            ("[1, 2]", "a task is a JSON object with \"clean\", \"corrupted\", …"),
+            ("{\"corrupted\": [[1, 2]]}", "missing \"clean\" (a list of lists of token ids)"),
+            ("{\"clean\": [[1, 2], [3]]}", "\"clean\": sequences have different lengths (sequence 0 has 2 tokens, sequence 1 has 1); a batch must be rectangular"),
+            ("{\"clean\": [[1, 64]]}", "\"clean\": token id 64 at sequence 0, position 1 is outside the vocabulary (0..<64)"),
+            ("{\"clean\": [[1, 2]], \"corrupted\": [[1, 2, 3]]}", "\"clean\" is 1 × 2 tokens but \"corrupted\" is 1 × 3"),
+            ("{\"clean\": [[1, 2]], \"answer\": [1, 2]}", "\"answer\" has 2 tokens for 1 prompts (one per prompt)"),
+            ("{\"clean\": [[1, 2]], \"wrong\": [99]}", "\"wrong\": token id 99 is outside the vocabulary (0..<64)"),
+            ("{\"clean\": [[1, 2]], \"positions\": \"first\"}", "\"positions\" is \"last\", \"all\" or {\"from\": n}"),
+            ("{\"clean\": [[1, 2]], \"positions\": {\"from\": 2}}", "\"positions\": from 2 is outside the prompts' 2 positions"),
+            ("{\"clean\": [[1, 2]], \"answers\": [1]}", "unknown field \"answers\" (fields: answer, clean, corrupted, logit_indices, positions, wrong)"),
+        ]
+        for (text, message) in cases {
+            let path = try write(text)
+            #expect(throws: InterpError(message, file: path)) { try CircuitTask.load(path, config: config) }
+        }
+        let path = try write("{\"clean\": [[1, 2, 3]], \"corrupted\": [[1, 5, 3]], \"positions\": {\"from\": 1}, \"logit_indices\": [4, 5]}")
+        let task = try CircuitTask.load(path, config: config)
+        #expect(task.readPositions == [1, 2] && task.logitIndices == [4, 5] && task.corrupted?.rows == [[1, 5, 3]])
+        let model = try ModelLoader.load(directory: Fixtures.model("induction-2l"))
+        #expect(throws: InterpError("--metric logit-diff needs \"answer\" and \"wrong\" in the task", file: path)) {
+            try task.metric("logit-diff", model: model, file: path)
+        }
+    }
+}
+
+@Suite struct InductionCircuitTests {
+    /// On the trained induction model ACDC keeps the composition patching shows: a layer-0 head that copies an earlier
+    /// token forward feeds a layer-1 head's key (K-composition: the induction head finds where to look) and layer-0
+    /// heads feed layer-1 values (what it copies); the circuit keeps most of the behaviour.
+    @Test func findsTheInductionEdges() throws {
+        let model = try ModelLoader.load(directory: Fixtures.model("induction-2l"))
+        struct Prompts: Decodable { let clean: [[Int]]; let corrupted: [[Int]] }
+        let prompts = try JSONDecoder().decode(Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/induction-2l.json")))
+        let clean = try TokenBatch(prompts.clean, config: model.config), corrupted = try TokenBatch(prompts.corrupted, config: model.config)
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1])
+        let result = try ACDC.run(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: ACDC.Settings(threshold: 0.01))
+        let kept = result.keptEdges.map { "\($0.source)->\($0.destination)" }
+        #expect(kept.contains { $0.hasPrefix("a0.") && $0.contains("->a1.") && $0.hasSuffix(".k") }, "\(kept)")
+        #expect(kept.contains { $0.hasPrefix("a0.") && $0.contains("->a1.") && $0.hasSuffix(".v") }, "\(kept)")
+        #expect(result.keptCount < result.graph.edges.count / 3)
+        #expect(result.circuitMetric < 0.1 * result.emptyMetric, "circuit \(result.circuitMetric), empty \(result.emptyMetric)")
+    }
+}
