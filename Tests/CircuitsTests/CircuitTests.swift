@@ -218,3 +218,72 @@ import Testing
         #expect(result.circuitMetric < 0.1 * result.emptyMetric, "circuit \(result.circuitMetric), empty \(result.emptyMetric)")
     }
 }
+
+/// A model whose weights plant a known circuit, where ACDC must return exactly the planted edges.
+///
+/// Attention-only, no normalisation, 2 layers × 2 heads (head 1 of each layer all zeros), 8 tokens, 8 positions;
+/// the residual stream has four 8-wide blocks: token T, position Pos, copied token C and output O.
+/// - a0.0 is a previous-token head: its query and key read positions (p attends to p − 1), its value reads the token
+///   and writes it into C.
+/// - a1.0 is an induction head: its query reads the current token, its key the copied token C (K-composition with
+///   a0.0), its value the token, written into O; the unembedding reads O.
+/// With corrupted prompts of other tokens and KL at the last position, the edges that matter are exactly:
+/// a1.0 → output; a1.0's three direct edges; input → a1.0.q and → a1.0.v; a0.0 → a1.0.k; a0.0.v → a0.0 and
+/// input → a0.0.v. (a0.0's query and key read positions, the same in both runs, so their edges change nothing.)
+@Suite struct PlantedCircuitTests {
+    static func model() throws -> TransformerModel {
+        let V = 8, N = 8, D = 32, H = 2, d = 8
+        let config = ModelConfig(modelName: "planted", nLayers: 2, dModel: D, nHeads: H, dHead: d, dMLP: 4 * D, nCtx: N, dVocab: V,
+                                 actFn: nil, normalization: .none, attnOnly: true)
+        let (T, Pos, C, O) = (0, 8, 16, 24)
+        var state: [String: Tensor] = [:]
+        for parameter in ParameterTable.expected(for: config) { state[parameter.name] = Tensor(zeros: parameter.shape) }
+        func set(_ name: String, _ index: [Int], _ value: Float) {
+            var t = state[name]!
+            var flat = 0
+            for (i, n) in zip(index, t.shape) { flat = flat * n + i }
+            t.scalars[flat] = value
+            state[name] = t
+        }
+        for t in 0..<V { set("embed.W_E", [t, T + t], 1) }
+        for p in 0..<N { set("pos_embed.W_pos", [p, Pos + p], 1) }
+        let sharp: Float = 40   // attention logits before the 1/√d scale
+        // a0.0: query e_p, key e_{j+1}: position p attends to p − 1. Value: the token, out into C.
+        for p in 0..<N { set("blocks.0.attn.W_Q", [0, Pos + p, p], sharp) }
+        for j in 0..<(N - 1) { set("blocks.0.attn.W_K", [0, Pos + j, j + 1], 1) }
+        for t in 0..<V { set("blocks.0.attn.W_V", [0, T + t, t], 1); set("blocks.0.attn.W_O", [0, t, C + t], 1) }
+        // a1.0: query the token, key the copied token; value the token, out into O.
+        for t in 0..<V {
+            set("blocks.1.attn.W_Q", [0, T + t, t], sharp)
+            set("blocks.1.attn.W_K", [0, C + t, t], 1)
+            set("blocks.1.attn.W_V", [0, T + t, t], 1)
+            set("blocks.1.attn.W_O", [0, t, O + t], 1)
+            set("unembed.W_U", [O + t, t], 10)
+        }
+        return try TransformerModel(config: config, stateDict: state, sourceFormat: "planted")
+    }
+
+    @Test func acdcReturnsExactlyThePlantedEdges() throws {
+        let model = try Self.model()
+        // Repeated segments: the last token's earlier occurrence is followed by the answer. Corrupted: other tokens.
+        let clean = try TokenBatch([[1, 2, 3, 4, 5, 1, 2, 3], [6, 0, 7, 2, 4, 6, 0, 7], [2, 7, 5, 0, 3, 2, 7, 5]], config: model.config)
+        let corrupted = try TokenBatch([[4, 6, 0, 1, 7, 0, 5, 6], [3, 5, 1, 6, 2, 1, 3, 4], [1, 0, 6, 4, 6, 5, 4, 3]], config: model.config)
+        let cleanLogits = try model.run(clean)
+        // The planted model does induction: the clean prompts' answers are predicted.
+        for (b, answer) in [4, 2, 0].enumerated() {
+            let row = Array(cleanLogits.scalars[((b * 8 + 7) * 8)..<((b * 8 + 8) * 8)])
+            #expect(row.firstIndex(of: row.max()!) == answer)
+        }
+        let metric = CircuitMetric.kl(cleanLogits: cleanLogits, positions: [7])
+        let expected: Set = ["a1.0->output", "a1.0.q->a1.0", "a1.0.k->a1.0", "a1.0.v->a1.0", "input->a1.0.q", "input->a1.0.v",
+                             "a0.0->a1.0.k", "a0.0.v->a0.0", "input->a0.0.v"]
+        for batched in [true, false] {
+            let settings = ACDC.Settings(threshold: 1e-3)
+            let result = batched ? try ACDC.run(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: settings)
+                                 : try ACDC.reference(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: settings)
+            let kept = Set(result.keptEdges.map { "\($0.source)->\($0.destination)" })
+            #expect(kept == expected, "batched \(batched): extra \(kept.subtracting(expected)), missing \(expected.subtracting(kept))")
+            #expect(result.circuitMetric < 1e-6 && result.emptyMetric > 1)
+        }
+    }
+}
