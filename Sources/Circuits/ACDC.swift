@@ -69,7 +69,7 @@ public enum ACDC {
         var present = [Bool](repeating: true, count: E)
         var effects = [Double?](repeating: nil, count: E)
         let start0 = GraphForward.Start.attention(layer: 0)
-        let full = forward.evaluate([present], from: batched ? .output : start0)[0]
+        let full = try forward.evaluate([present], from: batched ? .output : start0)[0]
         var current = full
 
         // Receivers in visiting order: runs of consecutive edges with the same kind and receiver.
@@ -120,7 +120,7 @@ public enum ACDC {
                         state[e] = false
                         states.append(state)
                     }
-                    let values = forward.evaluate(states, from: start, maxRows: settings.maxRows)
+                    let values = try forward.evaluate(states, from: start, maxRows: settings.maxRows)
                     var k = 0
                     while k < values.count {
                         let delta = values[k] - current
@@ -138,7 +138,7 @@ public enum ACDC {
                 } else {
                     var state = present
                     state[next] = false
-                    let value = forward.evaluate([state], from: start)[0]
+                    let value = try forward.evaluate([state], from: start)[0]
                     let delta = value - current
                     effects[next] = delta
                     if delta < tau {
@@ -149,8 +149,8 @@ public enum ACDC {
                 }
             }
         }
-        let circuit = forward.evaluate([present], from: start0)[0]
-        let empty = forward.evaluate([[Bool](repeating: false, count: E)], from: start0)[0]
+        let circuit = try forward.evaluate([present], from: start0)[0]
+        let empty = try forward.evaluate([[Bool](repeating: false, count: E)], from: start0)[0]
         return CircuitResult(graph: graph, kept: present, effects: effects, threshold: tau, metricName: metric.name,
                              ablation: settings.ablation, fullMetric: full, circuitMetric: circuit, emptyMetric: empty,
                              forwardPasses: forward.passes, statesRun: forward.states)

@@ -194,19 +194,28 @@ final class GraphForward {
     // MARK: - Evaluation
 
     /// The metric of each graph state (`present` flags per edge), every state run from `start`.
-    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = 8192) -> [Double] {
+    /// States are run `maxRows` rows at a time, fewer when the senders' outputs kept per state (every sender from the
+    /// start on, `[rows, D]` each) would pass about 1 GB.
+    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = 8192) throws -> [Double] {
         var values: [Double] = []
-        let perChunk = max(1, maxRows / rows0)
+        let computedSenders: Int
+        switch start {
+        case let .attention(l): computedSenders = graph.senders.count - graph.senderIndex[.head(layer: l, head: 0)]!
+        case let .mlp(l): computedSenders = graph.senders.count - graph.senderIndex[.mlp(layer: l)]!
+        case .output: computedSenders = 0
+        }
+        let memoryRows = (1 << 28) / (D * (computedSenders + 12))   // 2^28 floats = 1 GB
+        let perChunk = max(1, min(maxRows, memoryRows) / rows0)
         var first = 0
         while first < states.count {
             let chunk = Array(states[first..<min(states.count, first + perChunk)])
-            values += run(chunk, from: start)
+            values += try run(chunk, from: start)
             first += chunk.count
         }
         return values
     }
 
-    private func run(_ states: [[Bool]], from start: Start) -> [Double] {
+    private func run(_ states: [[Bool]], from start: Start) throws -> [Double] {
         passes += 1
         self.states += states.count
         let V = states.count, rows = V * rows0, L = c.nLayers
@@ -610,7 +619,7 @@ final class GraphForward {
             let count = B * read.count * indices.count
             let tensor = Tensor(shape: [B, read.count, indices.count],
                                 scalars: Array(UnsafeBufferPointer(start: logits + v * count, count: count)))
-            values.append((try? metric.evaluate(tensor)) ?? .nan)
+            values.append(try metric.evaluate(tensor))
         }
         return values
     }

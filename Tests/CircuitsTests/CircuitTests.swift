@@ -60,12 +60,12 @@ import Testing
         var starts: [GraphForward.Start] = [.output]
         for l in 0..<model.config.nLayers { starts += [.attention(layer: l)] + (model.config.attnOnly ? [] : [.mlp(layer: l)]) }
         for start in starts {
-            let value = full.evaluate([[Bool](repeating: true, count: E)], from: start)[0]
+            let value = try full.evaluate([[Bool](repeating: true, count: E)], from: start)[0]
             #expect(Swift.abs(value) < 1e-6, "\(name) full graph from \(start): KL \(value)")
         }
         let empty = try GraphForward(model: model, graph: CircuitGraph(config: model.config), clean: clean, corrupted: corrupted,
                                      ablation: .corrupted, metric: Self.kl(to: corruptedLogits))
-        let value = empty.evaluate([[Bool](repeating: false, count: E)], from: .attention(layer: 0))[0]
+        let value = try empty.evaluate([[Bool](repeating: false, count: E)], from: .attention(layer: 0))[0]
         #expect(Swift.abs(value) < 1e-6, "\(name) empty graph vs corrupted run: KL \(value)")
     }
 
@@ -96,7 +96,7 @@ import Testing
             // outputs at that position only).
             for metric in [Self.kl(to: expected), CircuitMetric.kl(cleanLogits: expected, positions: [expected.shape[1] - 1])] {
                 let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: ablation, metric: metric)
-                let value = forward.evaluate([graph.edges.map { !remove($0) }], from: .attention(layer: 0))[0]
+                let value = try forward.evaluate([graph.edges.map { !remove($0) }], from: .attention(layer: 0))[0]
                 #expect(Swift.abs(value) < 1e-6, "\(name) \(label), positions \(metric.positions): KL \(value)")
             }
         }
