@@ -351,20 +351,9 @@ public struct PatchingMetric {
 
     /// `logits` `[batch, pos, vocab]` cut down to what the metric reads.
     public func restricted(_ logits: Tensor) -> Tensor {
-        let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
+        let P = logits.shape[1]
         if positions == .all && logitIndices == nil { return logits }
-        let first = positions == .last ? P - 1 : 0, count = P - first
-        let indices = logitIndices ?? Array(0..<V)
-        var out = [Float](repeating: 0, count: B * count * indices.count)
-        logits.withUnsafeBufferPointer { x in
-            for b in 0..<B {
-                for p in 0..<count {
-                    let row = x.baseAddress! + (b * P + first + p) * V, dst = (b * count + p) * indices.count
-                    for (j, v) in indices.enumerated() { out[dst + j] = row[v] }
-                }
-            }
-        }
-        return Tensor(shape: [B, count, indices.count], scalars: out)
+        return logits.selectingLogits(positions: positions == .last ? [P - 1] : Array(0..<P), indices: logitIndices)
     }
 
     /// `logit[answer_b] − logit[wrong_b]` at the last position, averaged over prompts.

@@ -21,20 +21,8 @@ public struct CircuitMetric {
     /// The metric of full logits `[batch, pos, vocab]`.
     public func callAsFunction(_ logits: Tensor) throws -> Double { try evaluate(restricted(logits)) }
 
-    public func restricted(_ logits: Tensor) -> Tensor {
-        let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
-        let indices = logitIndices ?? Array(0..<V)
-        var out = [Float](repeating: 0, count: B * positions.count * indices.count)
-        logits.withUnsafeBufferPointer { x in
-            for b in 0..<B {
-                for (i, p) in positions.enumerated() {
-                    let row = x.baseAddress! + (b * P + p) * V, dst = (b * positions.count + i) * indices.count
-                    for (j, v) in indices.enumerated() { out[dst + j] = row[v] }
-                }
-            }
-        }
-        return Tensor(shape: [B, positions.count, indices.count], scalars: out)
-    }
+    /// `logits` `[batch, pos, vocab]` cut down to what the metric reads.
+    public func restricted(_ logits: Tensor) -> Tensor { logits.selectingLogits(positions: positions, indices: logitIndices) }
 
     /// `−(logit[answer_b] − logit[wrong_b])` at the last position, averaged over prompts (ACDC's `logit_diff`, negated so
     /// that lower is better).

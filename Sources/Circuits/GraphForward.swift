@@ -293,21 +293,6 @@ final class GraphForward {
             computedDelta[s] = delta
             sharedSenders.insert(s)
         }
-        /// The input of `receiver` for variant v into `out`: from the full stream minus removed edges, or from the
-        /// ablated input plus present edges, whichever sums fewer senders.
-        func receiverInput(_ receiver: CircuitGraph.Receiver, variant v: Int, stream: UnsafePointer<Float>, ablatedInput: [Float],
-                           into out: UnsafeMutablePointer<Float>) {
-            let edges = into[receiver] ?? []
-            let present = edges.filter { states[v][$0.edge] }
-            if present.count * 2 >= edges.count {
-                out.update(from: stream + v * rows0 * D, count: rows0 * D)
-                for e in edges where !states[v][e.edge] { accumulateDelta(e.sender, variant: v, into: out, sign: -1) }
-            } else {
-                ablatedInput.withUnsafeBufferPointer { out.update(from: $0.baseAddress!, count: rows0 * D) }
-                for e in present { accumulateDelta(e.sender, variant: v, into: out, sign: 1) }
-            }
-        }
-
         func fill(_ source: [Float]) {
             source.withUnsafeBufferPointer { s in for v in 0..<V { (stream + v * rows0 * D).update(from: s.baseAddress!, count: rows0 * D) } }
         }
@@ -341,16 +326,25 @@ final class GraphForward {
                 add(computedDelta[s]! + (sharedSenders.contains(s) ? 0 : v * rows0 * D))
             }
         }
-        /// A receiver's input at the read rows for variant v.
-        func receiverInputRead(_ receiver: CircuitGraph.Receiver, variant v: Int, ablatedInput: [Float], into out: UnsafeMutablePointer<Float>) {
+        /// The input of `receiver` for variant v into `out`, at every row or at the read rows: from the full stream
+        /// minus removed edges, or from the ablated input plus present edges, whichever sums fewer senders.
+        func receiverInput(_ receiver: CircuitGraph.Receiver, variant v: Int, atReadRows read: Bool, ablatedInput: [Float],
+                           into out: UnsafeMutablePointer<Float>) {
             let edges = into[receiver] ?? []
             let present = edges.filter { states[v][$0.edge] }
+            let add = read ? accumulateRead : accumulateDelta
             if present.count * 2 >= edges.count {
-                out.update(from: readStream + v * R * D, count: R * D)
-                for e in edges where !states[v][e.edge] { accumulateRead(e.sender, variant: v, into: out, sign: -1) }
+                if read { out.update(from: readStream + v * R * D, count: R * D) } else { out.update(from: stream + v * rows0 * D, count: rows0 * D) }
+                for e in edges where !states[v][e.edge] { add(e.sender, v, out, -1) }
             } else {
-                ablatedInput.withUnsafeBufferPointer { a in for i in 0..<R { (out + i * D).update(from: a.baseAddress! + readRows[i] * D, count: D) } }
-                for e in present { accumulateRead(e.sender, variant: v, into: out, sign: 1) }
+                ablatedInput.withUnsafeBufferPointer { a in
+                    if read {
+                        for i in 0..<R { (out + i * D).update(from: a.baseAddress! + readRows[i] * D, count: D) }
+                    } else {
+                        out.update(from: a.baseAddress!, count: rows0 * D)
+                    }
+                }
+                for e in present { add(e.sender, v, out, 1) }
             }
         }
         /// Records a sender's output at the read rows (`[V·R, D]`, or `[R, D]` when shared).
@@ -383,7 +377,7 @@ final class GraphForward {
             if dead.contains(s) { recordDeadRead(s); return }
             let weights = model.layers[l], n = V * R
             let mlpIn = make(n * D), mlpOut = make(n * D)
-            for v in 0..<V { receiverInputRead(.mlp(layer: l), variant: v, ablatedInput: ablatedMid[l], into: mlpIn + v * R * D) }
+            for v in 0..<V { receiverInput(.mlp(layer: l), variant: v, atReadRows: true, ablatedInput: ablatedMid[l], into: mlpIn + v * R * D) }
             let normed = normalize(mlpIn, rows: n, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
             weights.wIn.withUnsafeBufferPointer { w in
                 product(m: n, n: c.dMLP, k: D, normed, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
@@ -452,8 +446,8 @@ final class GraphForward {
                     if queriesOnly {
                         let blocks = shared ? 1 : V, count = blocks * R, out = make(count * 3 * hd)
                         for v in 0..<blocks {
-                            receiverInputRead(.head(layer: l, head: members[0].h, members[0].x), variant: v, ablatedInput: ablatedPre[l],
-                                              into: inputs + v * R * D)
+                            receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, atReadRows: true,
+                                          ablatedInput: ablatedPre[l], into: inputs + v * R * D)
                         }
                         let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
                         weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
@@ -473,12 +467,12 @@ final class GraphForward {
                     }
                     let count = shared ? rows0 : rows
                     if shared {
-                        receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: 0, stream: stream,
+                        receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: 0, atReadRows: false,
                                       ablatedInput: ablatedPre[l], into: inputs)
                     } else {
                         parallelChunks(V, minimumChunk: 1) { range in
                             for v in range {
-                                receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, stream: stream,
+                                receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, atReadRows: false,
                                               ablatedInput: ablatedPre[l], into: inputs + v * rows0 * D)
                             }
                         }
@@ -589,7 +583,7 @@ final class GraphForward {
             let mlpOut = make(rows * D)
             let mlpIn = make(rows * D)
             for v in 0..<V {
-                receiverInput(.mlp(layer: l), variant: v, stream: stream, ablatedInput: ablatedMid[l], into: mlpIn + v * rows0 * D)
+                receiverInput(.mlp(layer: l), variant: v, atReadRows: false, ablatedInput: ablatedMid[l], into: mlpIn + v * rows0 * D)
             }
             let n = normalize(mlpIn, rows: rows, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
             weights.wIn.withUnsafeBufferPointer { w in
@@ -602,7 +596,7 @@ final class GraphForward {
         // The output, at the read rows.
         if firstLayer == L { gatherStream() }
         let final = make(V * R * D)
-        for v in 0..<V { receiverInputRead(.output, variant: v, ablatedInput: ablatedFinal, into: final + v * R * D) }
+        for v in 0..<V { receiverInput(.output, variant: v, atReadRows: true, ablatedInput: ablatedFinal, into: final + v * R * D) }
         let read = readPositions, readRowCount = V * R
         let n = normalize(final, rows: readRowCount, parameters: model.lnFinal, mean: nil, scale: nil, out: final)
         let indices = metric.logitIndices ?? Array(0..<c.dVocabOut)

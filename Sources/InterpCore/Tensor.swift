@@ -73,3 +73,22 @@ public struct Tensor: Equatable, Sendable {
         try scalars.withUnsafeMutableBufferPointer(body)
     }
 }
+
+extension Tensor {
+    /// Logits `[batch, pos, vocab]` cut down to `positions` (the same for every prompt) and the vocabulary entries
+    /// `indices` (all when nil), in those orders: `[batch, positions.count, indices.count]`.
+    public func selectingLogits(positions: [Int], indices: [Int]?) -> Tensor {
+        let (B, P, V) = (shape[0], shape[1], shape[2])
+        let columns = indices ?? Array(0..<V)
+        var out = [Float](repeating: 0, count: B * positions.count * columns.count)
+        withUnsafeBufferPointer { x in
+            for b in 0..<B {
+                for (i, p) in positions.enumerated() {
+                    let row = x.baseAddress! + (b * P + p) * V, dst = (b * positions.count + i) * columns.count
+                    for (j, v) in columns.enumerated() { out[dst + j] = row[v] }
+                }
+            }
+        }
+        return Tensor(shape: [B, positions.count, columns.count], scalars: out)
+    }
+}

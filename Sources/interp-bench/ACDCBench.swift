@@ -14,7 +14,7 @@ struct ACDCBench: ParsableCommand {
 
     func run() throws {
         let config = gpt2
-            ? ModelConfig(modelName: "gpt2-small-shape", nLayers: 12, dModel: 768, nHeads: 12, dHead: 64, dMLP: 3072, nCtx: 1024, dVocab: 50257, actFn: .geluNew)
+            ? gpt2SmallShape
             : ModelConfig(modelName: "attn-only-2l", nLayers: 2, dModel: 128, nHeads: 8, dHead: 16, dMLP: 512, nCtx: 64, dVocab: 512, actFn: nil, attnOnly: true)
         // TransformerLens's initialisation scale (0.8/√d_model), so that the random model's outputs depend on its edges.
         let model = try randomModel(config, seed: 0, std: 0.8 / Float(config.dModel).squareRoot())

@@ -15,8 +15,7 @@ struct PatchBench: ParsableCommand {
     @OptionGroup var options: RunOptions
 
     func run() throws {
-        let config = ModelConfig(modelName: "gpt2-small-shape", nLayers: 12, dModel: 768, nHeads: 12, dHead: 64, dMLP: 3072,
-                                 nCtx: 1024, dVocab: 50257, actFn: .geluNew)
+        let config = gpt2SmallShape
         let model = try randomModel(config, seed: 0)
         var rng = SeededRandom(seed: 3)
         let clean = (0..<positions).map { _ in Int(rng.next() % UInt64(config.dVocab)) }

@@ -79,8 +79,7 @@ struct CacheBench: ParsableCommand {
     @Option(help: "Directory for the store.") var directory = NSTemporaryDirectory()
 
     func run() throws {
-        let config = ModelConfig(modelName: "gpt2-small-shape", nLayers: 12, dModel: 768, nHeads: 12, dHead: 64, dMLP: 3072,
-                                 nCtx: 1024, dVocab: 50257, actFn: .geluNew)
+        let config = gpt2SmallShape
         let model = try randomModel(config, seed: 0)
         var rng = SeededRandom(seed: 3)
         let sequences = (0..<(8 * batches)).map { _ in (0..<128).map { _ in Int32(rng.next() % 50257) } }

@@ -45,8 +45,7 @@ struct ForwardBench: ParsableCommand {
     @OptionGroup var options: RunOptions
 
     func run() throws {
-        let config = ModelConfig(modelName: "gpt2-small-shape", nLayers: 12, dModel: 768, nHeads: 12, dHead: 64, dMLP: 3072,
-                                 nCtx: 1024, dVocab: 50257, actFn: .geluNew)
+        let config = gpt2SmallShape
         let model = try randomModel(config, seed: 0)
         var rng = SeededRandom(seed: 2)
         let rows = (0..<batch).map { _ in (0..<positions).map { _ in Int(rng.next() % UInt64(config.dVocab)) } }
@@ -64,6 +63,10 @@ struct ForwardBench: ParsableCommand {
                extra: ["tokens/s": n / t, "GFLOP/s": flops / t / 1e9, "GFLOP": flops / 1e9])
     }
 }
+
+/// GPT-2 small's shape: 12 layers, d_model 768, 12 heads, d_mlp 3,072, vocabulary 50,257, context 1,024, GELU-tanh, LN.
+let gpt2SmallShape = ModelConfig(modelName: "gpt2-small-shape", nLayers: 12, dModel: 768, nHeads: 12, dHead: 64, dMLP: 3072,
+                                 nCtx: 1024, dVocab: 50257, actFn: .geluNew)
 
 /// A model of `config`'s shape with N(0, std²) weights, LN weights 1 + N(0, std²), small random biases.
 func randomModel(_ config: ModelConfig, seed: UInt64, std: Float = 0.02) throws -> TransformerModel {
