@@ -287,3 +287,63 @@ import Testing
         }
     }
 }
+
+/// Against real auto-circuit 1.0.1 (fixtures/make_circuits.py): its ACDC on its graph (our addition edges; no direct
+/// edges, so ours stay present), in the order it tried the edges, with its rule (remove when KL − KL at the last
+/// removal < τ, starting from 0). Replaying that order with interp's edge-patched forward gives its KL after every
+/// trial and its kept edges at every τ, on the planted model and on the trained induction model. interp's own ACDC
+/// (ACDC's order) keeps the same addition edges on the planted model.
+@Suite struct AutoCircuitTests {
+    struct Record: Decodable {
+        let taus: [Double]
+        let clean: [[Int]]
+        let corrupted: [[Int]]
+        let edge_order: [[String]]
+        let kept: [String: [[String]]]
+        let trace: [String: [Double]]
+    }
+
+    @Test(arguments: ["planted-induction", "induction-2l"])
+    func replayingAutoCircuitsOrderGivesItsResult(name: String) throws {
+        let record = try JSONDecoder().decode(Record.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/circuits/\(name).json")))
+        let model = try ModelLoader.load(directory: Fixtures.model(name))
+        let clean = try TokenBatch(record.clean, config: model.config), corrupted = try TokenBatch(record.corrupted, config: model.config)
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1])
+        let graph = CircuitGraph(config: model.config)
+        let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: .corrupted, metric: metric)
+        let index = Dictionary(uniqueKeysWithValues: graph.edges.enumerated().filter { $0.element.kind == .addition }
+            .map { ("\($0.element.source)->\($0.element.destination)", $0.offset) })
+        let order = try record.edge_order.map { try #require(index["\($0[0])->\($0[1])"], "no edge \($0)") }
+        #expect(order.count == graph.additionEdgeCount && Set(order).count == order.count)
+        for tau in record.taus {
+            let key = record.trace.keys.first { Double($0) == tau }!
+            var present = [Bool](repeating: true, count: graph.edges.count)
+            var previous = 0.0, trace: [Double] = []
+            for e in order {
+                var state = present
+                state[e] = false
+                let value = try forward.evaluate([state], from: .attention(layer: 0))[0]
+                trace.append(value)
+                if value - previous < tau {
+                    present[e] = false
+                    previous = value
+                }
+            }
+            let theirs = record.trace[key]!
+            let worst = zip(trace, theirs).map { Swift.abs($0 - $1) }.max() ?? 0
+            #expect(worst < 1e-4, "\(name) τ \(tau): KL after each trial differs from auto-circuit's by up to \(worst)")
+            let kept = Set(order.filter { present[$0] }.map { "\(graph.edges[$0].source)->\(graph.edges[$0].destination)" })
+            let expected = Set(record.kept[key]!.map { "\($0[0])->\($0[1])" })
+            #expect(kept == expected, "\(name) τ \(tau): extra \(kept.subtracting(expected)), missing \(expected.subtracting(kept))")
+        }
+        if name == "planted-induction" {
+            // The planted circuit does not depend on the order: interp's ACDC keeps auto-circuit's edges (plus the
+            // direct edges auto-circuit's graph does not have), and the exported model is the one built in Swift.
+            let ours = try ACDC.run(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: ACDC.Settings(threshold: 1e-3))
+            let addition = Set(ours.keptEdges.filter { $0.kind == .addition }.map { "\($0.source)->\($0.destination)" })
+            #expect(addition == Set(record.kept[record.kept.keys.first!]!.map { "\($0[0])->\($0[1])" }))
+            let built = try PlantedCircuitTests.model()
+            #expect(try built.run(clean).scalars == model.run(clean).scalars)
+        }
+    }
+}
