@@ -47,14 +47,15 @@ public enum ACDC {
 
     /// The fast algorithm: each try starts at the receiver's layer from the clean run (everything before it is
     /// untouched), the candidate edges of a receiver are tried as one batch of graph states assuming each is removed
-    /// (ACDC removes most), and the batch is run again only past an edge that was kept. Logits only where the metric
-    /// reads. The same decisions as `reference`.
+    /// (ACDC removes most), and the batch is run again only past an edge that was kept. Within a batch, what is the
+    /// same in every state is computed once; a head or MLP whose inputs' edges have not changed since an earlier try
+    /// is not computed again. Logits only where the metric reads. The same decisions as `reference`.
     public static func run(model: TransformerModel, clean: TokenBatch, corrupted: TokenBatch?, metric: CircuitMetric,
                            settings: Settings, progress: ((Int, Int) -> Void)? = nil) throws -> CircuitResult {
         try discover(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: settings, batched: true, progress: progress)
     }
 
-    /// ACDC as its authors run it: one forward pass of the whole model per edge tried.
+    /// ACDC as its authors run it: one forward pass of the whole model per edge tried, nothing reused between them.
     public static func reference(model: TransformerModel, clean: TokenBatch, corrupted: TokenBatch?, metric: CircuitMetric,
                                  settings: Settings) throws -> CircuitResult {
         try discover(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: settings, batched: false, progress: nil)
@@ -64,7 +65,7 @@ public enum ACDC {
                          settings: Settings, batched: Bool, progress: ((Int, Int) -> Void)?) throws -> CircuitResult {
         let graph = CircuitGraph(config: model.config, splitEmbeddings: settings.splitEmbeddings)
         let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted,
-                                       ablation: settings.ablation, metric: metric)
+                                       ablation: settings.ablation, metric: metric, reuseOutputs: batched)
         let E = graph.edges.count, tau = settings.threshold
         var present = [Bool](repeating: true, count: E)
         var effects = [Double?](repeating: nil, count: E)

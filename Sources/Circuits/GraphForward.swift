@@ -21,6 +21,9 @@ public enum CircuitAblation: String, Sendable, CaseIterable {
 /// Runs can start in the middle: before the attention of a layer, before its MLP, or at the output. Whatever comes
 /// before the start is the clean run's, which is right for ACDC: it only removes edges into receivers it has already
 /// visited, all of them at or after the start of the runs it asks for.
+///
+/// A head or MLP whose output is the same in all of a run's states is computed once for them, and kept: a later run
+/// in which everything it depends on is the same (see `plan`) uses it again.
 final class GraphForward {
     enum Start: Equatable {
         case attention(layer: Int)
@@ -37,8 +40,6 @@ final class GraphForward {
     private(set) var into: [CircuitGraph.Receiver: [(edge: Int, sender: Int)]] = [:]
     /// The direct edge of each head input.
     private(set) var direct: [CircuitGraph.Receiver: Int] = [:]
-    /// Addition edges out of each sender.
-    private var outgoing: [[Int]] = []
 
     /// Per sender `[rows0, D]`: its output in the clean run, its ablated output, and the difference.
     private var clean: [[Float]] = []
@@ -51,42 +52,110 @@ final class GraphForward {
     /// `[rows0, 3·H·d]`.
     private var ablatedPre: [[Float]] = [], ablatedMid: [[Float]] = [], ablatedFinal: [Float] = []
     private var ablatedQKV: [[Float]] = []
-    struct HeadKey: Hashable { let layer: Int, head: Int }
-    /// Outputs of heads computed in a start layer (all rows, or the read rows in the last layer), by the edges that
-    /// determined them.
-    private var headCache: [HeadKey: (signature: [Int], output: UnsafeMutablePointer<Float>)] = [:]
+    /// Receivers in forward order (each head's q, k, v; each MLP's input; the output); per receiver the addition
+    /// edges into it and its direct edge; per edge its receiver (a direct edge's: the head input it leaves from) and its
+    /// sender (-1 for a direct edge); per sender the receivers of its inputs.
+    private var receivers: [CircuitGraph.Receiver] = []
+    private var receiverEdges: [[(edge: Int, sender: Int)]] = []
+    private var receiverDirect: [Int?] = []
+    private var edgeReceiver: [Int] = [], edgeSender: [Int] = []
+    private var senderInputs: [[Int]] = []
+    /// Per receiver, the edge states seen so far (its removed edges, -1 for its direct edge) as small numbers.
+    private var receiverIDs: [[[Int]: Int]] = []
+    /// Outputs kept from earlier runs, per sender: the key of what determined them, their delta and their change (see
+    /// `run`; `[rows0, D]`, or `[R, D]` in the last layer).
+    private var outputCache: [Int: (key: [Int], delta: UnsafeMutablePointer<Float>, change: UnsafeMutablePointer<Float>)] = [:]
 
-    /// What a start-layer head's output depends on: its direct edges and the removed edges into its q, k and v.
-    private func headSignature(layer l: Int, head h: Int, state: [Bool]) -> [Int] {
-        var out: [Int] = []
-        for x in CircuitGraph.QKV.allCases {
-            out.append(state[direct[.head(layer: l, head: h, x)]!] ? -1 : -2)
-            out += (into[.head(layer: l, head: h, x)] ?? []).filter { !state[$0.edge] }.map(\.sender)
+    /// What a run's states have in common and what earlier runs computed for it.
+    private struct Plan {
+        /// Senders with no edge present in any state: not computed (every receiver gets their ablated output).
+        var dead: [Bool]
+        /// Whether a computed receiver's input or sender's output may differ between the states.
+        var receiverVaries: [Bool], senderVaries: [Bool]
+        /// Per computed sender that does not vary: everything its output depends on, as a key.
+        var keys: [Int: [Int]]
+    }
+
+    /// A computed value depends on the edge states of the receivers in its cone (its own inputs and, through present
+    /// edges, those of the computed senders it reads, recursively) and on the clean outputs of the senders before the
+    /// start it reads. It may vary between the states when one of those receivers' edges does; otherwise the key
+    /// (each cone receiver with its interned edge state, and the clean senders read) says when an earlier run's
+    /// output is the same.
+    private func plan(_ states: [[Bool]], firstComputed: Int) -> Plan {
+        let E = graph.edges.count, S = graph.senders.count, nR = receivers.count
+        var anyPresent = states[0]
+        var receiverVaries = [Bool](repeating: false, count: nR)
+        for state in states.dropFirst() {
+            for e in 0..<E where state[e] != states[0][e] {
+                anyPresent[e] = true
+                receiverVaries[edgeReceiver[e]] = true
+            }
         }
-        return out
+        var dead = [Bool](repeating: true, count: S)
+        for e in 0..<E where anyPresent[e] && edgeSender[e] >= 0 { dead[edgeSender[e]] = false }
+        // Cones as bit sets: receivers at 0..<nR, clean senders read at nR + s.
+        let words = (nR + S + 63) / 64
+        var receiverBits = [UInt64](repeating: 0, count: nR * words), senderBits = [UInt64](repeating: 0, count: S * words)
+        var senderVaries = [Bool](repeating: false, count: S)
+        func set(_ bits: inout [UInt64], _ row: Int, _ bit: Int) { bits[row * words + bit / 64] |= 1 << UInt64(bit % 64) }
+        for s in firstComputed..<S where !dead[s] {
+            for r in senderInputs[s] {
+                set(&receiverBits, r, r)
+                for (e, t) in receiverEdges[r] where anyPresent[e] {
+                    if t >= firstComputed {
+                        for w in 0..<words { receiverBits[r * words + w] |= senderBits[t * words + w] }
+                        if senderVaries[t] { receiverVaries[r] = true }
+                    } else if !senderInputs[t].isEmpty {
+                        set(&receiverBits, r, nR + t)
+                    }
+                }
+                for w in 0..<words { senderBits[s * words + w] |= receiverBits[r * words + w] }
+                if receiverVaries[r] { senderVaries[s] = true }
+            }
+        }
+        var ids = [Int](repeating: -1, count: nR)
+        func id(_ r: Int) -> Int {
+            if ids[r] >= 0 { return ids[r] }
+            var removed = receiverEdges[r].filter { !states[0][$0.edge] }.map(\.edge)
+            if let d = receiverDirect[r], !states[0][d] { removed.append(-1) }
+            if let known = receiverIDs[r][removed] { ids[r] = known } else { ids[r] = receiverIDs[r].count; receiverIDs[r][removed] = ids[r] }
+            return ids[r]
+        }
+        var keys: [Int: [Int]] = [:]
+        for s in firstComputed..<S where !dead[s] && !senderVaries[s] {
+            var key: [Int] = []
+            for w in 0..<words {
+                var bits = senderBits[s * words + w]
+                while bits != 0 {
+                    let b = w * 64 + bits.trailingZeroBitCount
+                    bits &= bits - 1
+                    if b < nR { key += [b, id(b)] } else { key.append(-b) }
+                }
+            }
+            keys[s] = key
+        }
+        return Plan(dead: dead, receiverVaries: receiverVaries, senderVaries: senderVaries, keys: keys)
     }
+    /// The unembedding's columns the metric reads.
+    private let unembedWeight: [Float], unembedBias: [Float]
 
-    private func remember(layer: Int, head: Int, signature: [Int], output: UnsafePointer<Float>, count: Int) {
-        let key = HeadKey(layer: layer, head: head)
-        headCache[key]?.output.deallocate()
-        let copy = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        copy.update(from: output, count: count)
-        headCache[key] = (signature, copy)
-    }
+    /// Whether runs reuse outputs kept from earlier runs (off: every run computes every sender from its start).
+    let reuseOutputs: Bool
 
     /// Scratch buffers (pointer, capacity) free for the next run.
     private var pool: [(UnsafeMutablePointer<Float>, Int)] = []
 
     deinit {
         pool.forEach { $0.0.deallocate() }
-        headCache.values.forEach { $0.output.deallocate() }
+        outputCache.values.forEach { $0.delta.deallocate(); $0.change.deallocate() }
     }
 
     /// Batched forward passes run, and graph states run in them.
     private(set) var passes = 0, states = 0
 
     init(model: TransformerModel, graph: CircuitGraph, clean tokens: TokenBatch, corrupted: TokenBatch?,
-         ablation: CircuitAblation, metric: CircuitMetric) throws {
+         ablation: CircuitAblation, metric: CircuitMetric, reuseOutputs: Bool = true) throws {
+        self.reuseOutputs = reuseOutputs
         self.model = model
         self.graph = graph
         self.metric = metric
@@ -98,15 +167,38 @@ final class GraphForward {
         H = c.nHeads
         d = c.dHead
         hd = H * d
-        outgoing = Array(repeating: [], count: graph.senders.count)
+        if let indices = metric.logitIndices {
+            let (wU, vocab) = (model.wU, model.config.dVocabOut)
+            unembedWeight = (0..<(model.config.dModel * indices.count)).map { wU[($0 / indices.count) * vocab + indices[$0 % indices.count]] }
+            unembedBias = indices.map { model.bU[$0] }
+        } else {
+            unembedWeight = model.wU
+            unembedBias = model.bU
+        }
         for (i, edge) in graph.edges.enumerated() {
             if edge.kind == .addition {
                 into[edge.receiver, default: []].append((i, graph.senderIndex[edge.sender]!))
-                outgoing[graph.senderIndex[edge.sender]!].append(i)
             } else {
                 direct[edge.receiver] = i
             }
         }
+        for sender in graph.senders {
+            let inputs: [CircuitGraph.Receiver]
+            switch sender {
+            case let .head(l, h): inputs = CircuitGraph.QKV.allCases.map { .head(layer: l, head: h, $0) }
+            case let .mlp(l): inputs = [.mlp(layer: l)]
+            case .input, .embed, .posEmbed: inputs = []
+            }
+            senderInputs.append(inputs.indices.map { receivers.count + $0 })
+            receivers += inputs
+        }
+        receivers.append(.output)
+        let receiverIndex = Dictionary(uniqueKeysWithValues: receivers.enumerated().map { ($1, $0) })
+        receiverEdges = receivers.map { into[$0] ?? [] }
+        receiverDirect = receivers.map { direct[$0] }
+        receiverIDs = Array(repeating: [:], count: receivers.count)
+        edgeReceiver = graph.edges.map { receiverIndex[$0.receiver]! }
+        edgeSender = graph.edges.map { $0.kind == .addition ? graph.senderIndex[$0.sender]! : -1 }
         let (cleanOutputs, cleanStreams) = try Self.senderOutputs(model: model, graph: graph, tokens: tokens)
         clean = cleanOutputs
         (cleanPre, cleanMid, cleanFinal) = cleanStreams
@@ -127,19 +219,32 @@ final class GraphForward {
                 }
             }
         }
-        cleanDelta = zip(clean, ablated).map { x, a in zip(x, a).map { $0 - $1 } }
+        cleanDelta = zip(clean, ablated).map { x, a in
+            [Float](unsafeUninitializedCapacity: x.count) { out, count in
+                x.withUnsafeBufferPointer { x in a.withUnsafeBufferPointer { a in for i in 0..<x.count { out[i] = x[i] - a[i] } } }
+                count = x.count
+            }
+        }
         // Ablated inputs: the biases before each point plus every ablated sender output before it.
+        let ablatedOutputs = ablated
         var stream = [Float](repeating: 0, count: rows0 * D)
         var next = 0   // senders added to `stream` so far
         func addSenders(upTo end: Int) {
-            while next < end { for i in 0..<stream.count { stream[i] += ablated[next][i] }; next += 1 }
+            stream.withUnsafeMutableBufferPointer { s in
+                while next < end {
+                    ablatedOutputs[next].withUnsafeBufferPointer { vectorAddScaled(s.baseAddress!, 1, $0.baseAddress!, s.count) }
+                    next += 1
+                }
+            }
         }
         for l in 0..<c.nLayers {
             addSenders(upTo: graph.senderIndex[.head(layer: l, head: 0)]!)
             ablatedPre.append(stream)
             ablatedQKV.append(qkv(of: stream, layer: l))
             addSenders(upTo: graph.senderIndex[.head(layer: l, head: H - 1)]! + 1)
-            for i in 0..<stream.count { stream[i] += model.layers[l].bO[i % D] }
+            stream.withUnsafeMutableBufferPointer { s in model.layers[l].bO.withUnsafeBufferPointer { b in
+                for r in 0..<rows0 { vectorAddScaled(s.baseAddress! + r * D, 1, b.baseAddress!, D) }
+            } }
             ablatedMid.append(stream)
         }
         addSenders(upTo: graph.senders.count)
@@ -156,7 +261,7 @@ final class GraphForward {
             names += [HookName(.result, layer: l), HookName(.residPre, layer: l)]
             if !c.attnOnly { names += [HookName(.mlpOut, layer: l), HookName(.residMid, layer: l)] }
         }
-        let cache = try model.runWithCache(tokens, names: names).cache
+        let cache = try model.forward(tokens, hooks: Hooks(cache: Set(names)), stopAfter: HookName(.residPost, layer: L - 1)).cache
         let embed = cache[HookName(.embed)]!.scalars, position = cache[HookName(.posEmbed)]!.scalars
         var outputs: [[Float]] = []
         for sender in graph.senders {
@@ -165,10 +270,13 @@ final class GraphForward {
             case .embed: outputs.append(embed)
             case .posEmbed: outputs.append(position)
             case let .head(l, h):
-                let result = cache[HookName(.result, layer: l)]!.scalars   // [rows, H, D]
-                var out = [Float](repeating: 0, count: rows * D)
-                for r in 0..<rows { for i in 0..<D { out[r * D + i] = result[(r * H + h) * D + i] } }
-                outputs.append(out)
+                let result = cache[HookName(.result, layer: l)]!   // [rows, H, D]
+                outputs.append([Float](unsafeUninitializedCapacity: rows * D) { out, count in
+                    result.withUnsafeBufferPointer { x in
+                        for r in 0..<rows { UnsafeMutableRawPointer(out.baseAddress! + r * D).copyMemory(from: x.baseAddress! + (r * H + h) * D, byteCount: D * 4) }
+                    }
+                    count = rows * D
+                })
             case let .mlp(l): outputs.append(cache[HookName(.mlpOut, layer: l)]!.scalars)
             }
         }
@@ -223,7 +331,8 @@ final class GraphForward {
         var taken: [(UnsafeMutablePointer<Float>, Int)] = []
         defer { pool += taken }
         func make(_ count: Int) -> UnsafeMutablePointer<Float> {
-            if let i = pool.firstIndex(where: { $0.1 >= count }) {
+            // The smallest free buffer that fits (a large one taken for a small request would be missed later).
+            if let i = pool.indices.filter({ pool[$0].1 >= count }).min(by: { pool[$0].1 < pool[$1].1 }) {
                 taken.append(pool.remove(at: i))
                 return taken.last!.0
             }
@@ -231,225 +340,196 @@ final class GraphForward {
             taken.append((p, max(count, 1)))
             return p
         }
-        // Output − ablated output of the senders the runs compute (from the start on), per variant: `[V·rows0, D]`.
-        var computedDelta: [Int: UnsafeMutablePointer<Float>] = [:]
-        // Senders whose output is the same in every state (`[rows0, D]` then).
-        var sharedSenders = Set<Int>()
-        // A computed sender none of whose edges is present in a state cannot change anything there: it is not
-        // computed, and the stream gets its ablated output (so its difference is 0 wherever it is subtracted). Only
-        // edges into one receiver differ between the states, and their senders come before the start, so this is
-        // the same for every state.
-        let dead = Set(graph.senders.indices.filter { s in !outgoing[s].contains { states[0][$0] } })
-        let stream = make(rows * D)
-        let firstComputed: Int
+        let firstComputed: Int, firstLayer: Int
         switch start {
-        case let .attention(l): firstComputed = graph.senderIndex[.head(layer: l, head: 0)]!
-        case let .mlp(l): firstComputed = graph.senderIndex[.mlp(layer: l)]!
-        case .output: firstComputed = graph.senders.count
+        case let .attention(l): (firstComputed, firstLayer) = (graph.senderIndex[.head(layer: l, head: 0)]!, l)
+        case let .mlp(l): (firstComputed, firstLayer) = (graph.senderIndex[.mlp(layer: l)]!, l)
+        case .output: (firstComputed, firstLayer) = (graph.senders.count, L)
         }
-        /// `out += sign · (sender s's output − its ablated output)` for variant v.
-        func accumulateDelta(_ s: Int, variant v: Int, into out: UnsafeMutablePointer<Float>, sign: Float) {
-            if s >= firstComputed && dead.contains(s) { return }
-            if s < firstComputed {
-                cleanDelta[s].withUnsafeBufferPointer { vectorAddScaled(out, sign, $0.baseAddress!, rows0 * D) }
-            } else {
-                vectorAddScaled(out, sign, computedDelta[s]! + (sharedSenders.contains(s) ? 0 : v * rows0 * D), rows0 * D)
-            }
-        }
-        /// Records a computed sender's output `[V·rows0, D]`: adds it to the stream and keeps its difference from the
-        /// ablated output.
-        func record(_ s: Int, output: UnsafePointer<Float>) {
-            let delta = make(rows * D)
-            ablated[s].withUnsafeBufferPointer { a in
-                parallelChunks(V, minimumChunk: 1) { range in
-                    for v in range {
-                        let base = v * rows0 * D
-                        for i in 0..<(rows0 * D) {
-                            delta[base + i] = output[base + i] - a[i]
-                            stream[base + i] += output[base + i]
-                        }
-                    }
-                }
-            }
-            computedDelta[s] = delta
-        }
-        /// A dead sender: the stream gets its ablated output.
-        func recordDead(_ s: Int) {
-            ablated[s].withUnsafeBufferPointer { a in
-                parallelChunks(V, minimumChunk: 1) { range in
-                    for v in range { vectorAddScaled(stream + v * rows0 * D, 1, a.baseAddress!, rows0 * D) }
-                }
-            }
-        }
-        /// The same for an output `[rows0, D]` that every state shares.
-        func recordShared(_ s: Int, output: UnsafePointer<Float>) {
-            let delta = make(rows0 * D)
-            ablated[s].withUnsafeBufferPointer { a in
-                for i in 0..<(rows0 * D) { delta[i] = output[i] - a[i] }
-            }
-            parallelChunks(V, minimumChunk: 1) { range in
-                for v in range { vectorAddScaled(stream + v * rows0 * D, 1, output, rows0 * D) }
-            }
-            computedDelta[s] = delta
-            sharedSenders.insert(s)
-        }
-        func fill(_ source: [Float]) {
-            source.withUnsafeBufferPointer { s in for v in 0..<V { (stream + v * rows0 * D).update(from: s.baseAddress!, count: rows0 * D) } }
-        }
-        let firstLayer: Int
-        switch start {
-        case let .attention(l): fill(cleanPre[l]); firstLayer = l
-        case let .mlp(l): fill(cleanMid[l]); firstLayer = l
-        case .output: fill(cleanFinal); firstLayer = L
-        }
+        let plan = plan(states, firstComputed: firstComputed), dead = plan.dead
         // After the last layer's keys and values only the rows the metric reads matter: from there on the runs
-        // hold those rows alone ("read rows", `[V·R, D]`, prompt-major as the metric reads them).
-        let readPositions = metric.positions, nRead = readPositions.count, R = B * nRead
+        // hold those rows alone ("read rows", `R` per state, prompt-major as the metric reads them).
+        let readPositions = metric.positions, R = B * readPositions.count
         let readRows = (0..<B).flatMap { b in readPositions.map { b * P + $0 } }
-        let readStream = make(V * R * D)
-        var readDelta: [Int: (pointer: UnsafeMutablePointer<Float>, shared: Bool)] = [:]
-        /// The stream at the read rows, from the full stream.
-        func gatherStream() {
-            for v in 0..<V { for i in 0..<R { (readStream + (v * R + i) * D).update(from: stream + (v * rows0 + readRows[i]) * D, count: D) } }
-        }
-        /// `out[R, D] += sign · (sender s's output − its ablated output)` at the read rows, for variant v.
-        func accumulateRead(_ s: Int, variant v: Int, into out: UnsafeMutablePointer<Float>, sign: Float) {
-            if s >= firstComputed && dead.contains(s) { return }
-            if let (pointer, shared) = readDelta[s] {
-                vectorAddScaled(out, sign, pointer + (shared ? 0 : v * R * D), R * D)
+
+        // What the runs computed, per sender from the start on: its output − its ablated output ("delta") and, for
+        // outputs every state shares, its output − its clean output ("change"). At every row (`[rows0, D]` per
+        // block) or, in the last layer, at the read rows (`[R, D]`); one block per state, or one for all.
+        struct Computed { let delta: UnsafePointer<Float>, change: UnsafePointer<Float>?, shared: Bool, read: Bool }
+        var computed: [Int: Computed] = [:]
+        /// `out += sign · term` for variant v, at every row or at the read rows, where term is sender s's delta or its
+        /// change. Senders before the start are clean: their delta is `cleanDelta`, their change 0.
+        func accumulate(_ s: Int, change: Bool, variant v: Int, read: Bool, into out: UnsafeMutablePointer<Float>, sign: Float) {
+            func add(_ source: UnsafePointer<Float>, sign: Float, sourceRead: Bool) {
+                if read && !sourceRead {
+                    for i in 0..<R { vectorAddScaled(out + i * D, sign, source + readRows[i] * D, D) }
+                } else {
+                    vectorAddScaled(out, sign, source, (read ? R : rows0) * D)
+                }
+            }
+            guard let values = computed[s] else {
+                precondition(s < firstComputed, "sender \(graph.senders[s]) read before it was computed")
+                if !change { cleanDelta[s].withUnsafeBufferPointer { add($0.baseAddress!, sign: sign, sourceRead: false) } }
                 return
             }
-            func add(_ full: UnsafePointer<Float>) { for i in 0..<R { vectorAddScaled(out + i * D, sign, full + readRows[i] * D, D) } }
-            if s < firstComputed {
-                cleanDelta[s].withUnsafeBufferPointer { add($0.baseAddress!) }
+            let offset = values.shared ? 0 : v * (values.read ? R : rows0) * D
+            if !change {
+                add(values.delta + offset, sign: sign, sourceRead: values.read)
+            } else if let difference = values.change {
+                add(difference + offset, sign: sign, sourceRead: values.read)
             } else {
-                add(computedDelta[s]! + (sharedSenders.contains(s) ? 0 : v * rows0 * D))
+                // change = delta − cleanDelta
+                add(values.delta + offset, sign: sign, sourceRead: values.read)
+                cleanDelta[s].withUnsafeBufferPointer { add($0.baseAddress!, sign: -sign, sourceRead: false) }
             }
         }
-        /// The input of `receiver` for variant v into `out`, at every row or at the read rows: from the full stream
-        /// minus removed edges, or from the ablated input plus present edges, whichever sums fewer senders.
-        func receiverInput(_ receiver: CircuitGraph.Receiver, variant v: Int, atReadRows read: Bool, ablatedInput: [Float],
+        /// The input of `receiver` for variant v into `out`, at every row or at the read rows, as whichever sums fewer
+        /// terms: its clean input − the clean delta of each removed sender + the change of each present computed
+        /// sender; or its ablated input + the delta of each present sender.
+        func receiverInput(_ receiver: CircuitGraph.Receiver, variant v: Int, atReadRows read: Bool, clean: [Float], ablated: [Float],
                            into out: UnsafeMutablePointer<Float>) {
             let edges = into[receiver] ?? []
-            let present = edges.filter { states[v][$0.edge] }
-            let add = read ? accumulateRead : accumulateDelta
-            if present.count * 2 >= edges.count {
-                if read { out.update(from: readStream + v * R * D, count: R * D) } else { out.update(from: stream + v * rows0 * D, count: rows0 * D) }
-                for e in edges where !states[v][e.edge] { add(e.sender, v, out, -1) }
-            } else {
-                ablatedInput.withUnsafeBufferPointer { a in
+            var removed: [Int] = [], present: [Int] = [], changed = 0
+            for (edge, sender) in edges {
+                if states[v][edge] {
+                    present.append(sender)
+                    if sender >= firstComputed { changed += 1 }
+                } else {
+                    removed.append(sender)
+                }
+            }
+            let fromClean = removed.count + changed <= present.count
+            (fromClean ? clean : ablated).withUnsafeBufferPointer { base in
+                if read {
+                    for i in 0..<R { (out + i * D).update(from: base.baseAddress! + readRows[i] * D, count: D) }
+                } else {
+                    out.update(from: base.baseAddress!, count: rows0 * D)
+                }
+            }
+            if fromClean {
+                for s in removed { cleanDelta[s].withUnsafeBufferPointer { b in
                     if read {
-                        for i in 0..<R { (out + i * D).update(from: a.baseAddress! + readRows[i] * D, count: D) }
+                        for i in 0..<R { vectorAddScaled(out + i * D, -1, b.baseAddress! + readRows[i] * D, D) }
                     } else {
-                        out.update(from: a.baseAddress!, count: rows0 * D)
+                        vectorAddScaled(out, -1, b.baseAddress!, rows0 * D)
                     }
-                }
-                for e in present { add(e.sender, v, out, 1) }
+                } }
+                for s in present where s >= firstComputed { accumulate(s, change: true, variant: v, read: read, into: out, sign: 1) }
+            } else {
+                for s in present { accumulate(s, change: false, variant: v, read: read, into: out, sign: 1) }
             }
         }
-        /// Records a sender's output at the read rows (`[V·R, D]`, or `[R, D]` when shared).
-        func recordRead(_ s: Int, output: UnsafePointer<Float>, shared: Bool) {
-            let delta = make((shared ? 1 : V) * R * D)
-            ablated[s].withUnsafeBufferPointer { a in
-                for block in 0..<(shared ? 1 : V) {
-                    for i in 0..<R {
-                        let o = output + (block * R + i) * D, dst = delta + (block * R + i) * D, ab = a.baseAddress! + readRows[i] * D
-                        for j in 0..<D { dst[j] = o[j] - ab[j] }
-                    }
+        /// Keeps a computed sender's output (`blocks` blocks of `[rows0, D]`, or of `[R, D]` at the read rows) as its
+        /// delta and, when every state shares it, its change, kept for later runs too.
+        func record(_ s: Int, output: UnsafePointer<Float>, shared: Bool, read: Bool) {
+            let n = (read ? R : rows0) * D
+            let delta: UnsafeMutablePointer<Float>, change: UnsafeMutablePointer<Float>?
+            if shared && reuseOutputs {
+                // Written straight into the kept buffers (the sender's earlier output there is out of date).
+                let kept = outputCache[s] ?? (plan.keys[s]!, .allocate(capacity: n), .allocate(capacity: n))
+                (delta, change) = (kept.delta, kept.change)
+                outputCache[s] = (plan.keys[s]!, kept.delta, kept.change)
+            } else {
+                (delta, change) = (make((shared ? 1 : V) * n), shared ? make(n) : nil)
+            }
+            /// `out = output block − base` (base at every row or at the read rows).
+            func difference(_ block: Int, _ base: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+                if read {
+                    for i in 0..<R { vectorSubtract(output + block * n + i * D, base + readRows[i] * D, into: out + i * D, D) }
+                } else {
+                    vectorSubtract(output + block * n, base, into: out, n)
                 }
             }
-            for v in 0..<V { vectorAddScaled(readStream + v * R * D, 1, output + (shared ? 0 : v * R * D), R * D) }
-            readDelta[s] = (delta, shared)
-        }
-        func recordDeadRead(_ s: Int) {
             ablated[s].withUnsafeBufferPointer { a in
-                for v in 0..<V { for i in 0..<R { vectorAddScaled(readStream + (v * R + i) * D, 1, a.baseAddress! + readRows[i] * D, D) } }
+                parallelChunks(shared ? 1 : V, minimumChunk: 1) { range in
+                    for block in range { difference(block, a.baseAddress!, into: delta + block * n) }
+                }
             }
+            if let change { clean[s].withUnsafeBufferPointer { difference(0, $0.baseAddress!, into: change) } }
+            computed[s] = Computed(delta: delta, change: change, shared: shared, read: read)
+        }
+        /// Uses a sender's output kept from an earlier run.
+        func recall(_ s: Int, read: Bool) -> Bool {
+            guard reuseOutputs, !plan.senderVaries[s], let kept = outputCache[s], kept.key == plan.keys[s]! else { return false }
+            computed[s] = Computed(delta: kept.delta, change: kept.change, shared: true, read: read)
+            return true
         }
 
         let inputs = make(rows * D)
         let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd)
         let hidden = make(c.attnOnly ? 0 : rows * c.dMLP)
-        /// The last layer's MLP at the read rows.
-        func lastMLP(_ l: Int) {
+        /// A layer's MLP, at every row or (the last layer) at the read rows: not computed when dead; reused from an
+        /// earlier run, or computed once, when it is the same in every state; else computed per state.
+        func mlp(_ l: Int, atReadRows read: Bool) {
             guard !c.attnOnly else { return }
             let s = graph.senderIndex[.mlp(layer: l)]!
-            if dead.contains(s) { recordDeadRead(s); return }
-            let weights = model.layers[l], n = V * R
+            if dead[s] || recall(s, read: read) { return }
+            let once = !plan.senderVaries[s], blockRows = read ? R : rows0
+            let weights = model.layers[l], blocks = once ? 1 : V, n = blocks * blockRows
             let mlpIn = make(n * D), mlpOut = make(n * D)
-            for v in 0..<V { receiverInput(.mlp(layer: l), variant: v, atReadRows: true, ablatedInput: ablatedMid[l], into: mlpIn + v * R * D) }
+            parallelChunks(blocks, minimumChunk: 1) { range in
+                for v in range {
+                    receiverInput(.mlp(layer: l), variant: v, atReadRows: read, clean: cleanMid[l], ablated: ablatedMid[l], into: mlpIn + v * blockRows * D)
+                }
+            }
             let normed = normalize(mlpIn, rows: n, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
             weights.wIn.withUnsafeBufferPointer { w in
                 product(m: n, n: c.dMLP, k: D, normed, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
             }
             weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: n, width: c.dMLP, bias: b.baseAddress!) }
             linear(hidden, rows: n, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
-            recordRead(s, output: mlpOut, shared: false)
+            record(s, output: mlpOut, shared: once, read: read)
         }
         for l in firstLayer..<L {
             let weights = model.layers[l]
             if start != .mlp(layer: l) {
-                // Each head's q, k, v from its own input. Receivers whose removed edges are the same in every state
-                // share one input per state: one normalisation and one product over all states' rows.
-                // In the last layer queries are needed at the read rows only: query inputs there form their own groups
-                // (marked by a leading [-1] in the key).
+                // In the last layer queries are made at the read rows only, and heads' outputs there.
                 let last = l == L - 1, readOnlyQueries = last && R < rows0
-                if last { gatherStream() }
-                var groups: [[[Int]]: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [[[Int]]] = []
-                let deadHeads = Set((0..<H).filter { dead.contains(graph.senderIndex[.head(layer: l, head: $0)]!) })
-                // In the start layer, heads whose q, k and v are the same in every state are computed once.
-                var varying = Set(0..<H).subtracting(deadHeads)
-                if start == .attention(layer: l) {
-                    varying = []
-                    for h in 0..<H where !deadHeads.contains(h) {
-                        for x in CircuitGraph.QKV.allCases {
-                            let edges = (into[.head(layer: l, head: h, x)] ?? []).map(\.edge) + [direct[.head(layer: l, head: h, x)]!]
-                            if (1..<V).contains(where: { v in edges.contains { states[v][$0] != states[0][$0] } }) { varying.insert(h) }
-                        }
-                    }
+                let headSenders = (0..<H).map { graph.senderIndex[.head(layer: l, head: $0)]! }
+                // Heads: not computed when dead; reused from an earlier run, or computed once (in state 0's rows), when
+                // the same in every state; else computed per state.
+                var onceHeads: [Int] = [], varyingHeads: [Int] = []
+                for (h, s) in headSenders.enumerated() where !dead[s] && !recall(s, read: last) {
+                    if plan.senderVaries[s] { varyingHeads.append(h) } else { onceHeads.append(h) }
                 }
-                // In the start layer a head's output depends only on its own edges (its inputs read the clean run):
-                // one computed before with the same edges is reused.
-                var cachedHeads: [Int: UnsafeMutablePointer<Float>] = [:]
-                var signatures: [Int: [Int]] = [:]
-                if start == .attention(layer: l) {
-                    for h in 0..<H where !deadHeads.contains(h) && !varying.contains(h) {
-                        signatures[h] = headSignature(layer: l, head: h, state: states[0])
-                        if let cached = headCache[HeadKey(layer: l, head: h)], cached.signature == signatures[h]! { cachedHeads[h] = cached.output }
-                    }
-                }
+                let varying = Set(varyingHeads)
+                // Their q, k and v inputs, grouped by the senders removed from them in each state: a group makes one
+                // input per state, normalised and multiplied together. An input that is the same in every state is
+                // made once, in state 0's rows, and copied to the others' where a varying head reads it.
+                struct Group: Hashable { let once: Bool, queriesOnly: Bool, removed: [[Int]] }
+                var groups: [Group: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [Group] = []
                 for x in CircuitGraph.QKV.allCases {
-                    for h in 0..<H where !deadHeads.contains(h) && cachedHeads[h] == nil {
+                    for h in onceHeads + varyingHeads {
+                        let r = senderInputs[headSenders[h]][x.rawValue], once = !plan.receiverVaries[r]
+                        let blocks = once ? 1 : V
                         // A removed direct edge makes the input irrelevant (the ablated value replaces it below).
-                        let directEdge = direct[.head(layer: l, head: h, x)]!
-                        if (0..<V).allSatisfy({ !states[$0][directEdge] }) { continue }
-                        let edges = into[.head(layer: l, head: h, x)] ?? []
-                        var signature = (0..<V).map { v in edges.filter { !states[v][$0.edge] }.map(\.sender) }
-                        if readOnlyQueries && x == .q { signature.insert([-1], at: 0) }
-                        if groups[signature] == nil { order.append(signature) }
-                        groups[signature, default: []].append((h, x))
+                        if (0..<blocks).allSatisfy({ !states[$0][receiverDirect[r]!] }) { continue }
+                        let removed = (0..<blocks).map { v in receiverEdges[r].filter { !states[v][$0.edge] }.map(\.sender) }
+                        let group = Group(once: once, queriesOnly: readOnlyQueries && x == .q, removed: removed)
+                        if groups[group] == nil { order.append(group) }
+                        groups[group, default: []].append((h, x))
                     }
                 }
-                for var key in order {
-                    let members = groups[key]!
-                    let queriesOnly = key.first == [-1]
-                    if queriesOnly { key.removeFirst() }
-                    // In the start layer the states differ only in the receiver under test: every other receiver's
-                    // input is the same in all of them, so it is made, normalised and multiplied once.
-                    let shared = start == .attention(layer: l) && key.allSatisfy { $0 == key[0] }
-                    // One product per run of adjacent columns.
-                    let columns = members.map { $0.x.rawValue * hd + $0.h * d }.sorted()
-                    var ranges: [Range<Int>] = []
-                    for column in columns {
-                        if let last = ranges.last, last.upperBound == column { ranges[ranges.count - 1] = last.lowerBound..<(column + d) } else { ranges.append(column..<(column + d)) }
-                    }
-                    if queriesOnly {
-                        let blocks = shared ? 1 : V, count = blocks * R, out = make(count * 3 * hd)
-                        for v in 0..<blocks {
-                            receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, atReadRows: true,
-                                          ablatedInput: ablatedPre[l], into: inputs + v * R * D)
+                for group in order {
+                    let members = groups[group]!, receiver = CircuitGraph.Receiver.head(layer: l, head: members[0].h, members[0].x)
+                    let read = group.queriesOnly, blocks = group.once ? 1 : V, blockRows = read ? R : rows0, count = blocks * blockRows
+                    parallelChunks(blocks, minimumChunk: 1) { range in
+                        for v in range {
+                            receiverInput(receiver, variant: v, atReadRows: read, clean: cleanPre[l], ablated: ablatedPre[l],
+                                          into: inputs + v * blockRows * D)
                         }
-                        let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
+                    }
+                    let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
+                    // Products into q|k|v rows: straight into the buffer at every row, into scratch at the read rows.
+                    let out = read ? make(count * 3 * hd) : qkvBuffer
+                    if !read && members.count == 3 * H {
+                        linear(n, rows: count, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: out)
+                    } else {
+                        // One product per run of adjacent columns.
+                        var ranges: [Range<Int>] = []
+                        for column in members.map({ $0.x.rawValue * hd + $0.h * d }).sorted() {
+                            if let end = ranges.last, end.upperBound == column { ranges[ranges.count - 1] = end.lowerBound..<(column + d) } else { ranges.append(column..<(column + d)) }
+                        }
                         weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
                             for range in ranges {
                                 for r in 0..<count { (out + r * 3 * hd + range.lowerBound).update(from: b.baseAddress! + range.lowerBound, count: range.count) }
@@ -457,162 +537,75 @@ final class GraphForward {
                                         out + range.lowerBound, ldc: 3 * hd, beta: 1)
                             }
                         } }
-                        for v in 0..<V {
-                            for i in 0..<R {
-                                let from = out + ((shared ? 0 : v) * R + i) * 3 * hd, to = qkvBuffer + (v * rows0 + readRows[i]) * 3 * hd
-                                for range in ranges { (to + range.lowerBound).update(from: from + range.lowerBound, count: range.count) }
-                            }
-                        }
-                        continue
                     }
-                    let count = shared ? rows0 : rows
-                    if shared {
-                        receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: 0, atReadRows: false,
-                                      ablatedInput: ablatedPre[l], into: inputs)
-                    } else {
-                        parallelChunks(V, minimumChunk: 1) { range in
-                            for v in range {
-                                receiverInput(.head(layer: l, head: members[0].h, members[0].x), variant: v, atReadRows: false,
-                                              ablatedInput: ablatedPre[l], into: inputs + v * rows0 * D)
-                            }
-                        }
-                    }
-                    let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
-                    if members.count == 3 * H {
-                        linear(n, rows: count, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: qkvBuffer)
-                    } else {
-                        weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
-                            for range in ranges {
-                                for r in 0..<count { (qkvBuffer + r * 3 * hd + range.lowerBound).update(from: b.baseAddress! + range.lowerBound, count: range.count) }
-                                product(m: count, n: range.count, k: D, n, lda: D, w.baseAddress! + range.lowerBound, ldb: 3 * hd,
-                                        qkvBuffer + range.lowerBound, ldc: 3 * hd, beta: 1)
-                            }
-                        } }
-                    }
-                    if shared {
-                        // Copy state 0's columns to the other states.
-                        for v in 1..<max(V, 1) {
-                            let out = qkvBuffer + v * rows0 * 3 * hd
-                            for (h, x) in members {
-                                let column = x.rawValue * hd + h * d
-                                for r in 0..<rows0 { (out + r * 3 * hd + column).update(from: qkvBuffer + r * 3 * hd + column, count: d) }
+                    // Into place: read rows into their rows of each state; inputs made once into the other states'
+                    // rows of varying heads.
+                    guard read || (group.once && V > 1) else { continue }
+                    for (h, x) in members {
+                        let column = x.rawValue * hd + h * d
+                        for v in 0..<(group.once && !varying.contains(h) ? 1 : V) where read || v > 0 {
+                            let block = group.once ? 0 : v
+                            for i in 0..<blockRows {
+                                let row = read ? readRows[i] : i
+                                (qkvBuffer + (v * rows0 + row) * 3 * hd + column).update(from: out + (block * blockRows + i) * 3 * hd + column, count: d)
                             }
                         }
                     }
                 }
                 // Removed direct edges: the ablated q, k or v.
-                for v in 0..<V {
-                    let out = qkvBuffer + v * rows0 * 3 * hd
-                    for x in CircuitGraph.QKV.allCases {
-                        for h in 0..<H where !states[v][direct[.head(layer: l, head: h, x)]!] {
-                            let column = x.rawValue * hd + h * d
-                            ablatedQKV[l].withUnsafeBufferPointer { a in
-                                for r in 0..<rows0 { (out + r * 3 * hd + column).update(from: a.baseAddress! + r * 3 * hd + column, count: d) }
+                ablatedQKV[l].withUnsafeBufferPointer { a in
+                    for h in onceHeads + varyingHeads {
+                        for x in CircuitGraph.QKV.allCases {
+                            let directEdge = receiverDirect[senderInputs[headSenders[h]][x.rawValue]]!, column = x.rawValue * hd + h * d
+                            for v in 0..<(varying.contains(h) ? V : 1) where !states[v][directEdge] {
+                                let block = qkvBuffer + v * rows0 * 3 * hd
+                                for r in 0..<rows0 { (block + r * 3 * hd + column).update(from: a.baseAddress! + r * 3 * hd + column, count: d) }
                             }
                         }
                     }
                 }
-                let fixedHeads = (0..<H).filter { !varying.contains($0) && !deadHeads.contains($0) && cachedHeads[$0] == nil }
                 let causal = c.attentionDir == .causal
                 let queries = last ? readPositions : nil
-                if !fixedHeads.isEmpty {
+                if !onceHeads.isEmpty {
                     Attention.fused(qkv: qkvBuffer, AttentionShape(batch: B, positions: P, heads: H, headDim: d, causal: causal),
-                                    attnScale: c.effectiveAttnScale, into: z, heads: fixedHeads, queries: queries)
+                                    attnScale: c.effectiveAttnScale, into: z, heads: onceHeads, queries: queries)
                 }
-                if !varying.isEmpty {
+                if !varyingHeads.isEmpty {
                     Attention.fused(qkv: qkvBuffer, AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: causal),
-                                    attnScale: c.effectiveAttnScale, into: z, heads: varying.sorted(), queries: queries)
+                                    attnScale: c.effectiveAttnScale, into: z, heads: varyingHeads, queries: queries)
                 }
-                if last {
-                    // The heads' outputs at the read rows only.
-                    let zRead = make(V * R * d), out = make(V * R * D)
-                    weights.wO.withUnsafeBufferPointer { wO in
-                        for h in 0..<H {
-                            let s = graph.senderIndex[.head(layer: l, head: h)]!
-                            if deadHeads.contains(h) { recordDeadRead(s); continue }
-                            if let cached = cachedHeads[h] { recordRead(s, output: cached, shared: true); continue }
-                            let blocks = varying.contains(h) ? V : 1
+                // Each head's output z_h·W_O[h] is a sender (b_O is in the clean and ablated inputs).
+                let blockRows = last ? R : rows0
+                let zRead = make(last ? V * R * d : 0), out = make(V * blockRows * D)
+                weights.wO.withUnsafeBufferPointer { wO in
+                    for h in onceHeads + varyingHeads {
+                        let blocks = varying.contains(h) ? V : 1
+                        if last {
                             for v in 0..<blocks {
                                 for i in 0..<R { (zRead + (v * R + i) * d).update(from: z + (v * rows0 + readRows[i]) * hd + h * d, count: d) }
                             }
                             product(m: blocks * R, n: D, k: d, zRead, lda: d, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
-                            recordRead(s, output: out, shared: blocks == 1)
-                            if let signature = signatures[h] { remember(layer: l, head: h, signature: signature, output: out, count: R * D) }
-                        }
-                    }
-                    weights.bO.withUnsafeBufferPointer { b in
-                        for r in 0..<(V * R) { vectorAddScaled(readStream + r * D, 1, b.baseAddress!, D) }
-                    }
-                    lastMLP(l)
-                    continue
-                }
-                // Each head's output z_h·W_O[h] is a sender; the stream gets all of them and b_O.
-                let out = make(rows * D)
-                weights.wO.withUnsafeBufferPointer { wO in
-                    for h in 0..<H {
-                        let s = graph.senderIndex[.head(layer: l, head: h)]!
-                        if deadHeads.contains(h) {
-                            recordDead(s)
-                        } else if let cached = cachedHeads[h] {
-                            recordShared(s, output: cached)
-                        } else if varying.contains(h) {
-                            product(m: rows, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
-                            record(s, output: out)
                         } else {
-                            product(m: rows0, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
-                            recordShared(s, output: out)
-                            if let signature = signatures[h] { remember(layer: l, head: h, signature: signature, output: out, count: rows0 * D) }
+                            product(m: blocks * rows0, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
                         }
+                        record(headSenders[h], output: out, shared: blocks == 1, read: last)
                     }
                 }
-                weights.bO.withUnsafeBufferPointer { b in
-                    for r in 0..<rows { vectorAddScaled(stream + r * D, 1, b.baseAddress!, D) }
-                }
             }
-            if l == L - 1 {
-                // Starting at the last layer's MLP.
-                gatherStream()
-                lastMLP(l)
-                continue
-            }
-            guard !c.attnOnly else { continue }
-            if dead.contains(graph.senderIndex[.mlp(layer: l)]!) {
-                recordDead(graph.senderIndex[.mlp(layer: l)]!)
-                continue
-            }
-            let mlpOut = make(rows * D)
-            let mlpIn = make(rows * D)
-            for v in 0..<V {
-                receiverInput(.mlp(layer: l), variant: v, atReadRows: false, ablatedInput: ablatedMid[l], into: mlpIn + v * rows0 * D)
-            }
-            let n = normalize(mlpIn, rows: rows, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
-            weights.wIn.withUnsafeBufferPointer { w in
-                product(m: rows, n: c.dMLP, k: D, n, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
-            }
-            weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: rows, width: c.dMLP, bias: b.baseAddress!) }
-            linear(hidden, rows: rows, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
-            record(graph.senderIndex[.mlp(layer: l)]!, output: mlpOut)
+            mlp(l, atReadRows: l == L - 1)
         }
         // The output, at the read rows.
-        if firstLayer == L { gatherStream() }
         let final = make(V * R * D)
-        for v in 0..<V { receiverInput(.output, variant: v, atReadRows: true, ablatedInput: ablatedFinal, into: final + v * R * D) }
-        let read = readPositions, readRowCount = V * R
+        for v in 0..<V { receiverInput(.output, variant: v, atReadRows: true, clean: cleanFinal, ablated: ablatedFinal, into: final + v * R * D) }
+        let readRowCount = V * R
         let n = normalize(final, rows: readRowCount, parameters: model.lnFinal, mean: nil, scale: nil, out: final)
-        let indices = metric.logitIndices ?? Array(0..<c.dVocabOut)
-        var weight = [Float](repeating: 0, count: D * indices.count)
-        if metric.logitIndices == nil {
-            weight = model.wU
-        } else {
-            for i in 0..<D { for (j, vocab) in indices.enumerated() { weight[i * indices.count + j] = model.wU[i * c.dVocabOut + vocab] } }
-        }
-        let logits = make(readRowCount * indices.count)
-        linear(n, rows: readRowCount, width: D, weight: weight, bias: indices.map { model.bU[$0] }, outWidth: indices.count, into: logits)
+        let width = unembedBias.count
+        let logits = make(readRowCount * width)
+        linear(n, rows: readRowCount, width: D, weight: unembedWeight, bias: unembedBias, outWidth: width, into: logits)
         var values: [Double] = []
         for v in 0..<V {
-            let count = B * read.count * indices.count
-            let tensor = Tensor(shape: [B, read.count, indices.count],
-                                scalars: Array(UnsafeBufferPointer(start: logits + v * count, count: count)))
+            let count = R * width
+            let tensor = Tensor(shape: [B, readPositions.count, width], scalars: Array(UnsafeBufferPointer(start: logits + v * count, count: count)))
             values.append(try metric.evaluate(tensor))
         }
         return values

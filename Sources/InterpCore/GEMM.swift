@@ -37,7 +37,7 @@ public enum GEMM {
         _ c: UnsafeMutablePointer<Float>, ldc: Int,
         alpha: Float = 1, beta: Float = 0
     ) {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let cores = processorCount
         let parts = max(1, min(cores, m / 64))
         let saved = openblas_get_num_threads()
         openblas_set_num_threads(1)

@@ -112,6 +112,22 @@ public func vectorAddScaled(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: U
     }
 }
 
+/// `out = x − y`.
+@inline(__always)
+public func vectorSubtract(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ count: Int) {
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y), ro = UnsafeMutableRawPointer(out)
+    while i + 8 <= count {
+        let v = rx.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self) - ry.loadUnaligned(fromByteOffset: i * 4, as: Lanes.self)
+        ro.storeBytes(of: v, toByteOffset: i * 4, as: Lanes.self)
+        i += 8
+    }
+    while i < count {
+        out[i] = x[i] - y[i]
+        i += 1
+    }
+}
+
 /// `y += a·x` and returns `Σ x[i]·w[i]` in the same pass over `x`.
 @inline(__always)
 public func vectorAddScaledAndDot(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>,

@@ -24,7 +24,7 @@ public enum BatchTopKSAE {
     /// the low 16 bits inside the bin holding the n-th largest.
     static func cutoff(pre: UnsafePointer<Float>, bias: UnsafePointer<Float>, norms: UnsafePointer<Float>, rows: Int, cols: Int, count n: Int) -> Cutoff {
         guard n > 0 else { return Cutoff(value: .infinity, allTies: false, ties: 0, tiesBefore: [Int](repeating: 0, count: rows + 1)) }
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, rows / 64))
+        let workers = max(1, min(processorCount, rows / 64))
         func histogram(_ key: @escaping (UInt32) -> Int?) -> [Int] {
             var parts = [[Int32]](repeating: [], count: workers)
             parts.withUnsafeMutableBufferPointer { parts in

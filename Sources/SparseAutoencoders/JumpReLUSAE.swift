@@ -54,7 +54,7 @@ public enum JumpReLUSAE {
         let invB = 1 / Float(B), eps = o.bandwidth
         let stepGradient = o.l0Coefficient * invB / eps
         let w = workspace
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
+        let workers = max(1, min(processorCount, B / 64))
         var z = w.take(\.z, count: B * S), xhat = w.take(\.xhat, count: B * D)
         var gWEnc = w.take(\.gWEnc, count: D * S), gWDec = w.take(\.gWDec, count: S * D)
         let centred = w.scratch(.centred, count: B * D), pre = w.scratch(.pre, count: B * S), g = w.scratch(.g, count: B * D)

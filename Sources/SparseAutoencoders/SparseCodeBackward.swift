@@ -48,7 +48,7 @@ enum SparseCodeBackward {
                            centred: UnsafePointer<Float>, wDec: UnsafePointer<Float>, offset: UnsafePointer<Float>?,
                            gWDec: UnsafeMutablePointer<Float>, gWEncT: UnsafeMutablePointer<Float>, gBEnc: UnsafeMutablePointer<Float>,
                            fired: UnsafeMutablePointer<Float>, valueSums: UnsafeMutablePointer<Float>?) {
-        let chunks = min(S, ProcessInfo.processInfo.activeProcessorCount * 16)
+        let chunks = min(S, processorCount * 16)
         DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
             let accDec = UnsafeMutablePointer<Float>.allocate(capacity: 2 * D)
             defer { accDec.deallocate() }

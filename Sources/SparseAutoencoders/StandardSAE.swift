@@ -129,7 +129,7 @@ public enum StandardSAE {
                                    g: UnsafeMutablePointer<Float>, gWDec: UnsafeMutablePointer<Float>, gWEnc: UnsafeMutablePointer<Float>,
                                    gBEnc: UnsafeMutablePointer<Float>, gBDec: UnsafeMutablePointer<Float>,
                                    columnSums: UnsafeMutablePointer<Float>, fired: UnsafeMutablePointer<Float>, workspace w: SAEWorkspace) -> Double {
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
+        let workers = max(1, min(processorCount, B / 64))
         let lists = w.entryLists(workers)
         let privateBDec = w.scratch(.privateSmall, count: workers * D)
         privateBDec.update(repeating: 0, count: workers * D)

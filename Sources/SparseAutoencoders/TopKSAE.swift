@@ -190,7 +190,7 @@ public enum TopKSAE {
         let invB = 1 / Float(B)
         let norms = o.rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
         let w = workspace
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, B / 64))
+        let workers = max(1, min(processorCount, B / 64))
         var z = w.takeZeroedZ(rows: B, width: S), xhat = w.take(\.xhat, count: B * D)
         var gWEnc = w.take(\.gWEnc, count: D * S), gWDec = w.take(\.gWDec, count: S * D)
         let dead = deadMask.map { mask in mask.filter { $0 }.count } ?? 0

@@ -105,7 +105,7 @@ func peakRSSMegabytes() -> Double {
 func report(_ workload: String, times: [Double], extra: [String: Double]) {
     let coreType = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"
     print("\(workload): median \(String(format: "%.4f", median(times))) s (min \(String(format: "%.4f", times.min()!)), max \(String(format: "%.4f", times.max()!)), \(times.count) runs)")
-    for key in extra.keys.sorted() { print("  \(key): \(String(format: "%.1f", extra[key]!))") }
+    for key in extra.keys.sorted() { print("  \(key): \(String(format: "%.6g", extra[key]!))") }
     print("  peak RSS: \(String(format: "%.0f", peakRSSMegabytes())) MB")
     print("  BLAS: \(BLASInfo.coreName) kernel, \(BLASInfo.threads) threads (OPENBLAS_CORETYPE=\(coreType))")
 }

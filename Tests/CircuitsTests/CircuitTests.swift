@@ -124,6 +124,58 @@ import Testing
     }
 }
 
+extension GraphForwardTests {
+    /// Outputs reused from earlier runs and outputs computed once for all of a run's states change nothing: random
+    /// graph states run one at a time through one GraphForward (its kept outputs carry over), all in one batch, and
+    /// each through a fresh GraphForward give the same metric. The states repeat and shrink as ACDC's do, and also
+    /// jump about.
+    @Test(arguments: models)
+    func keptAndSharedOutputsChangeNothing(name: String) throws {
+        let model = try ModelLoader.load(directory: Fixtures.model(name))
+        let (clean, corrupted) = try Self.prompts(model.config)
+        let graph = CircuitGraph(config: model.config), E = graph.edges.count
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1])
+        func forward() throws -> GraphForward {
+            try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: .corrupted, metric: metric)
+        }
+        var rng = SeededRandom(seed: 5)
+        var states: [[Bool]] = []
+        var shrinking = [Bool](repeating: true, count: E)
+        for i in 0..<12 {
+            if i % 3 == 2 {
+                states.append((0..<E).map { _ in rng.next() % 4 != 0 })   // a jump
+            } else {
+                for _ in 0..<(E / 10) { shrinking[Int(rng.next() % UInt64(E))] = false }
+                states.append(shrinking)
+                if i % 4 == 0 { states.append(shrinking) }   // a repeat
+            }
+        }
+        let kept = try forward()
+        let oneByOne = try states.map { try kept.evaluate([$0], from: .attention(layer: 0))[0] }
+        let batched = try forward().evaluate(states, from: .attention(layer: 0))
+        let fresh = try states.map { try forward().evaluate([$0], from: .attention(layer: 0))[0] }
+        for i in states.indices {
+            #expect(Swift.abs(oneByOne[i] - fresh[i]) < 1e-6 && Swift.abs(batched[i] - fresh[i]) < 1e-6,
+                    "\(name) state \(i): \(oneByOne[i]) one by one, \(batched[i]) batched, \(fresh[i]) fresh")
+        }
+        #expect(Set(fresh.map { Int($0 * 1e4) }).count > 3, "\(name): the states should give different metrics")
+    }
+
+    /// The KL's fast row terms (Float exponentials, Double sums) against the Double reference.
+    @Test func klRowTermsMatchTheDoubleReference() {
+        var rng = SeededRandom(seed: 9)
+        for n in [1, 7, 8, 13, 512, 1001] {
+            let x = (0..<n).map { _ in Float(Int(rng.next() % 2000) - 1000) / 50 }
+            let p = (0..<n).map { _ in Double(rng.next() % 1000) / 1000 / Double(n) }
+            let fast = x.withUnsafeBufferPointer { x in p.withUnsafeBufferPointer { p in
+                CircuitMetric.klRowTerms(x.baseAddress!, probabilities: p.baseAddress!, count: n)
+            } }
+            let slow = x.withUnsafeBufferPointer { CircuitMetric.logSumExp($0) } - zip(p, x).reduce(0.0) { $0 + $1.0 * Double($1.1) }
+            #expect(Swift.abs(fast - slow) < 1e-6 * max(1, Swift.abs(slow)), "n \(n): \(fast) vs \(slow)")
+        }
+    }
+}
+
 @Suite struct ACDCTests {
     /// The fast algorithm makes ACDC's decisions: the same kept edges and the same effects as one forward per edge.
     @Test(arguments: [("attn-only", "kl"), ("induction-2l", "kl"), ("gpt2-tl", "kl"), ("gpt2-tl", "logit-diff"),

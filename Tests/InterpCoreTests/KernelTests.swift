@@ -109,6 +109,17 @@ import Testing
         #expect(worst < 3e-7, "worst absolute error \(worst)")
     }
 
+    @Test func vectorSubtractIsElementwise() {
+        for count in [0, 1, 7, 8, 9, 100] {
+            let x = random(count, seed: UInt64(count)), y = random(count, seed: UInt64(count) + 50)
+            var out = [Float](repeating: .nan, count: count)
+            x.withUnsafeBufferPointer { x in y.withUnsafeBufferPointer { y in out.withUnsafeMutableBufferPointer { o in
+                if count > 0 { vectorSubtract(x.baseAddress!, y.baseAddress!, into: o.baseAddress!, count) }
+            } } }
+            #expect(out == zip(x, y).map { $0 - $1 })
+        }
+    }
+
     @Test func vectorSumMatchesDouble() {
         for count in [0, 1, 7, 15, 16, 17, 1000] {
             let x = random(count, seed: UInt64(count))
