@@ -33,11 +33,13 @@ let package = Package(
         .target(name: "ActivationStore", dependencies: ["InterpCore", "CHDF5", "Tokenization", "InterpModels"], swiftSettings: settings),
         .target(name: "SparseAutoencoders", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore"], swiftSettings: settings),
         .target(name: "Plots", swiftSettings: settings),
-        .target(name: "ActivationPatching", dependencies: ["InterpCore", "InterpModels"], swiftSettings: settings),
+        .target(name: "ActivationPatching", dependencies: ["InterpCore", "InterpModels", "Plots"], swiftSettings: settings),
         .target(name: "Circuits", dependencies: ["InterpCore", "InterpModels"], swiftSettings: settings),
         .target(name: "Superposition", dependencies: ["InterpCore", "ActivationStore", "SparseAutoencoders", "Plots"], swiftSettings: settings),
+        .target(name: "Dashboards", dependencies: ["InterpCore", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders", "Plots"],
+                swiftSettings: settings),
         .target(name: "Interp", dependencies: ["InterpCore", "SafeTensors", "Tokenization", "InterpModels", "ActivationStore", "SparseAutoencoders",
-                                               "Plots", "Superposition", "ActivationPatching", "Circuits"],
+                                               "Plots", "Superposition", "ActivationPatching", "Circuits", "Dashboards"],
                 swiftSettings: settings),
 
         .executableTarget(name: "interp", dependencies: [
@@ -57,6 +59,7 @@ let package = Package(
         .testTarget(name: "SuperpositionTests", dependencies: ["Superposition", "SparseAutoencoders", "ActivationStore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "ActivationPatchingTests", dependencies: ["ActivationPatching", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CircuitsTests", dependencies: ["Circuits", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
+        .testTarget(name: "DashboardsTests", dependencies: ["Dashboards", "SparseAutoencoders", "InterpModels", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "CLITests", dependencies: ["InterpTestSupport", "ActivationStore"], exclude: ["Snapshots"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v5]

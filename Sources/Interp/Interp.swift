@@ -9,3 +9,4 @@
 @_exported import Superposition
 @_exported import ActivationPatching
 @_exported import Circuits
+@_exported import Dashboards

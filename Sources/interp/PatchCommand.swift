@@ -106,14 +106,7 @@ struct PatchCommand: ParsableCommand {
         let positionLabels = firstPrompt.enumerated().map { position, id in
             "\(position): " + ((tokenizer.flatMap { try? $0.decode([Int32(id)]) }).map { "\"\($0)\"" } ?? String(id))
         }
-        var labels: [String: [String]] = [:]
-        for axis in indexing.axes {
-            switch axis {
-            case "layer": labels[axis] = (0..<transformer.config.nLayers).map { "L\($0)" }
-            case "head": labels[axis] = (0..<transformer.config.nHeads).map { "H\($0)" }
-            default: labels[axis] = positionLabels
-            }
-        }
+        let labels = PatchingResult.labels(axes: indexing.axes, config: transformer.config, positions: positionLabels)
         let result = PatchingResult(site: patchSite.rawValue, axes: indexing.axes, shape: table.shape, values: table.values,
                                     cleanMetric: cleanMetric, corruptedMetric: corruptedMetric, metric: metric, normalized: normalize,
                                     direction: direction, labels: labels)
@@ -123,49 +116,5 @@ struct PatchCommand: ParsableCommand {
         }
         print(String(format: "wrote %@: %@ by %@, %d cells; %@ clean %.4f, corrupted %.4f", out, patchSite.rawValue, indexing.rawValue,
                      table.values.count, metric, cleanMetric, corruptedMetric))
-    }
-}
-
-/// RESULT.json of `interp patch`.
-struct PatchingResult {
-    let site: String, axes: [String], shape: [Int], values: [Double]
-    let cleanMetric: Double, corruptedMetric: Double, metric: String, normalized: Bool, direction: String
-    let labels: [String: [String]]
-
-    func json() throws -> Data {
-        func nested(_ offset: Int, _ dims: ArraySlice<Int>) -> Any {
-            guard let first = dims.first else { return values[offset] }
-            let stride = dims.dropFirst().reduce(1, *)
-            return (0..<first).map { nested(offset + $0 * stride, dims.dropFirst()) }
-        }
-        let object: [String: Any] = ["site": site, "axes": axes, "shape": shape, "values": nested(0, shape[...]),
-                                     "clean_metric": cleanMetric, "corrupted_metric": corruptedMetric, "metric": metric,
-                                     "normalized": normalized, "direction": direction, "labels": labels]
-        return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-    }
-
-    /// Rows: every axis but the column one, combined (layers first); columns: the last position-like axis, else heads.
-    func heatmap(title: String) -> Heatmap {
-        let columnAxis = axes.lastIndex { ["pos", "dest", "src"].contains($0) } ?? axes.count - 1
-        let rowAxes = axes.indices.filter { $0 != columnAxis }
-        let rowShape = rowAxes.map { shape[$0] }, rowCount = rowShape.reduce(1, *)
-        var strides = [Int](repeating: 1, count: shape.count)
-        for d in stride(from: shape.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * shape[d + 1] }
-        var matrix: [[Double]] = [], rowLabels: [String] = []
-        for r in 0..<rowCount {
-            var rest = r, offset = 0, parts: [String] = []
-            for (k, axis) in rowAxes.enumerated().reversed() {
-                let i = rest % rowShape[k]
-                rest /= rowShape[k]
-                offset += i * strides[axis]
-                let name = axes[axis]
-                parts.insert(["pos", "dest", "src"].contains(name) ? "\(name) \(i)" : (labels[name]?[i] ?? "\(i)"), at: 0)
-            }
-            rowLabels.append(parts.joined(separator: " "))
-            matrix.append((0..<shape[columnAxis]).map { values[offset + $0 * strides[columnAxis]] })
-        }
-        return Heatmap(title: title, values: matrix, rowLabels: rowLabels, columnLabels: labels[axes[columnAxis]] ?? [],
-                       rowAxis: rowAxes.map { axes[$0] }.joined(separator: " · "), columnAxis: axes[columnAxis],
-                       valueLabel: normalized ? "restored" : metric)
     }
 }

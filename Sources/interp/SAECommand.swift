@@ -6,7 +6,7 @@ struct SAECommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sae",
         abstract: "Sparse autoencoders: train them on an activation store, SAELens-compatible.",
-        subcommands: [SAETrainCommand.self, SAEEvalCommand.self, SAEFeatureCountCommand.self])
+        subcommands: [SAETrainCommand.self, SAEEvalCommand.self, SAEFeatureCountCommand.self, SAEDashboardCommand.self])
 }
 
 struct SAETrainCommand: ParsableCommand {
