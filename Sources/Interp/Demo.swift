@@ -45,7 +45,7 @@ public enum Demo {
         public struct Stage: Encodable, Sendable { public let name: String; public let seconds: Double }
         public var model = "", hook = "", textFile = ""
         public var tokens = 0
-        /// Mean next-token loss of the model on the text (every window, BOS excluded as a target? no: every target).
+        /// Mean next-token loss of the model over every target position of every window of the text.
         public var textLoss = 0.0
         /// Mean loss on the first and second copy of the induction prompts' repeated runs.
         public var firstCopyLoss = 0.0, secondCopyLoss = 0.0
