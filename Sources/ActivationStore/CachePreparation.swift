@@ -33,17 +33,10 @@ extension ActivationCacheJob {
             guard let tokenizer else {
                 throw InterpError("the model has no tokenizer.json, so it takes token ids only (--tokens)", file: modelDirectory)
             }
-            guard let bos = tokenizer.bosTokenID else {
-                throw InterpError("the tokenizer has no BOS token to start each window with", file: tokenizer.source)
-            }
             guard length <= model.config.nCtx else {
                 throw InterpError("--context-length \(length) is more than the model's context of \(model.config.nCtx)")
             }
-            let documents = try TextLines.read(path).map { tokenizer.encode($0) }
-            sequences = try ContextWindows.make(documents: documents, contextLength: length, bos: bos)
-            guard !sequences.isEmpty else {
-                throw InterpError("the text makes no complete window of \(length) tokens", file: path)
-            }
+            sequences = try ContextWindows.make(textFile: path, tokenizer: tokenizer, contextLength: length)
             (source, inputPath, contextLength) = ("text", path, length)
         }
         let weightsFile = modelDirectory + "/model.safetensors"

@@ -1,4 +1,5 @@
 import InterpCore
+import Tokenization
 
 /// Cuts documents of token ids into windows of `contextLength`, as SAELens's `concat_and_batch_sequences` does with
 /// its defaults (`prepend_bos`, `sequence_separator_token = "bos"`): every window starts with BOS, documents are
@@ -30,6 +31,16 @@ public enum ContextWindows {
                 }
             }
         }
+        return windows
+    }
+
+    /// A text file, one document per line, tokenized and cut into windows as `make` cuts them.
+    public static func make(textFile path: String, tokenizer: BPETokenizer, contextLength: Int) throws -> [[Int32]] {
+        guard let bos = tokenizer.bosTokenID else {
+            throw InterpError("the tokenizer has no BOS token to start each window with", file: tokenizer.source)
+        }
+        let windows = try make(documents: try TextLines.read(path).map { tokenizer.encode($0) }, contextLength: contextLength, bos: bos)
+        guard !windows.isEmpty else { throw InterpError("the text makes no complete window of \(contextLength) tokens", file: path) }
         return windows
     }
 }

@@ -135,47 +135,46 @@ public struct DashboardHTML {
 
     /// Bars of a latent's histogram, 0 to its maximum.
     func activationHistogram(_ f: FeatureSummary) -> String {
-        let bins = f.histogram.count
-        let (width, height, left, bottom) = (360.0, 150.0, 40.0, 28.0)
-        let plotW = width - left - 10, plotH = height - bottom - 10
-        let top = Double(f.histogram.max() ?? 1)
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"10\">"
-        for (b, count) in f.histogram.enumerated() {
-            let h = top > 0 ? Double(count) / top * plotH : 0
-            let x = left + Double(b) * plotW / Double(bins)
-            let lower = Double(f.maxActivation) * Double(b) / Double(bins), upper = Double(f.maxActivation) * Double(b + 1) / Double(bins)
-            svg += "<rect x=\"\(fmt(x))\" y=\"\(fmt(10 + plotH - h))\" width=\"\(fmt(plotW / Double(bins) - 1))\" height=\"\(fmt(h))\" fill=\"#ff6e00\">"
-                + "<title>\(String(format: "%.3g–%.3g", lower, upper)): \(count)</title></rect>"
+        let bins = Double(f.histogram.count), maximum = Double(f.maxActivation)
+        return bars(f.histogram, color: "#ff6e00", width: 360, height: 150, caption: "activation",
+                    ticks: [(0, "0", "start"), (1, number(f.maxActivation), "end")]) { b, count in
+            String(format: "%.3g–%.3g: %d", maximum * Double(b) / bins, maximum * Double(b + 1) / bins, count)
         }
-        svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(10 + plotH))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(10 + plotH))\" stroke=\"#333\"/>"
-        svg += "<text x=\"\(fmt(left))\" y=\"\(fmt(height - 12))\">0</text>"
-        svg += "<text x=\"\(fmt(left + plotW))\" y=\"\(fmt(height - 12))\" text-anchor=\"end\">\(number(f.maxActivation))</text>"
-        svg += "<text x=\"\(fmt(left + plotW / 2))\" y=\"\(fmt(height - 2))\" text-anchor=\"middle\">activation</text>"
-        svg += "<text x=\"\(fmt(left - 4))\" y=\"16\" text-anchor=\"end\">\(Int(top))</text>"
-        return svg + "</svg>"
     }
 
     /// How many latents fire at each log10 density.
     func densityHistogram(_ densities: [Double]) -> String {
         guard !densities.isEmpty else { return "" }
-        let lowest = floor(log10(densities.min()!)), bins = Int(max(1, -lowest)) * 4
+        let lowest = floor(log10(densities.min()!)), decades = Int(max(1, -lowest)), bins = decades * 4
         var counts = [Int](repeating: 0, count: bins)
         for d in densities { counts[min(bins - 1, max(0, Int((log10(d) - lowest) * 4)))] += 1 }
-        let (width, height, left, bottom) = (480.0, 140.0, 40.0, 28.0)
-        let plotW = width - left - 10, plotH = height - bottom - 10, top = Double(counts.max()!)
+        let ticks = (0...Int(-lowest)).map { (Double($0) / Double(decades), "1e\(Int(lowest) + $0)", "middle") }
+        return "<figure>" + bars(counts, color: "#1f77b4", width: 480, height: 140, caption: "density (fraction of tokens a latent fires on)",
+                                 ticks: ticks) { b, count in
+            String(format: "density 1e%.2f to 1e%.2f: %d latents", lowest + Double(b) / 4, lowest + Double(b + 1) / 4, count)
+        } + "</figure>"
+    }
+
+    /// An SVG bar chart of `counts`: a hover title per bar, tick labels at fractions of the axis, a caption under it
+    /// and the tallest count at the top left.
+    func bars(_ counts: [Int], color: String, width: Double, height: Double, caption: String,
+              ticks: [(at: Double, label: String, anchor: String)], title: (Int, Int) -> String) -> String {
+        let (left, bottom) = (40.0, 28.0)
+        let plotW = width - left - 10, plotH = height - bottom - 10, slot = plotW / Double(max(counts.count, 1))
+        let top = Double(counts.max() ?? 0)
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"10\">"
         for (b, count) in counts.enumerated() {
-            let h = Double(count) / top * plotH, x = left + Double(b) * plotW / Double(bins)
-            svg += "<rect x=\"\(fmt(x))\" y=\"\(fmt(10 + plotH - h))\" width=\"\(fmt(plotW / Double(bins) - 1))\" height=\"\(fmt(h))\" fill=\"#1f77b4\">"
-                + "<title>density 1e\(String(format: "%.2f", lowest + Double(b) / 4)) to 1e\(String(format: "%.2f", lowest + Double(b + 1) / 4)): \(count) latents</title></rect>"
+            let h = top > 0 ? Double(count) / top * plotH : 0
+            svg += "<rect x=\"\(fmt(left + Double(b) * slot))\" y=\"\(fmt(10 + plotH - h))\" width=\"\(fmt(slot - 1))\" height=\"\(fmt(h))\" fill=\"\(color)\">"
+                + "<title>\(escaped(title(b, count)))</title></rect>"
         }
-        for decade in 0...Int(-lowest) {
-            let x = left + Double(decade) * 4 * plotW / Double(bins)
-            svg += "<text x=\"\(fmt(x))\" y=\"\(fmt(height - 14))\" text-anchor=\"middle\">1e\(Int(lowest) + decade)</text>"
+        svg += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(10 + plotH))\" x2=\"\(fmt(left + plotW))\" y2=\"\(fmt(10 + plotH))\" stroke=\"#333\"/>"
+        for tick in ticks {
+            svg += "<text x=\"\(fmt(left + tick.at * plotW))\" y=\"\(fmt(height - 13))\" text-anchor=\"\(tick.anchor)\">\(escaped(tick.label))</text>"
         }
-        svg += "<text x=\"\(fmt(left + plotW / 2))\" y=\"\(fmt(height - 2))\" text-anchor=\"middle\">density (fraction of tokens a latent fires on)</text>"
+        svg += "<text x=\"\(fmt(left + plotW / 2))\" y=\"\(fmt(height - 2))\" text-anchor=\"middle\">\(escaped(caption))</text>"
         svg += "<text x=\"\(fmt(left - 4))\" y=\"16\" text-anchor=\"end\">\(Int(top))</text>"
-        return "<figure>" + svg + "</svg></figure>"
+        return svg + "</svg>"
     }
 
     func document(title: String, body: String) -> String {

@@ -247,13 +247,7 @@ extension FeatureDashboard {
     /// A text file (one document per line) tokenized and cut into windows of `contextLength`, each starting with BOS,
     /// as `interp cache --text-file` does.
     public static func windows(textFile: String, tokenizer: BPETokenizer, contextLength: Int, maxTokens: Int? = nil) throws -> [[Int32]] {
-        guard let bos = tokenizer.bosTokenID else {
-            throw InterpError("the tokenizer has no BOS token to start each window with", file: tokenizer.source)
-        }
-        var windows = try ContextWindows.make(documents: try TextLines.read(textFile).map { tokenizer.encode($0) },
-                                              contextLength: contextLength, bos: bos)
-        if let maxTokens { windows = Array(windows.prefix(max(1, maxTokens / contextLength))) }
-        guard !windows.isEmpty else { throw InterpError("the text makes no complete window of \(contextLength) tokens", file: textFile) }
-        return windows
+        let windows = try ContextWindows.make(textFile: textFile, tokenizer: tokenizer, contextLength: contextLength)
+        return maxTokens.map { Array(windows.prefix(max(1, $0 / contextLength))) } ?? windows
     }
 }

@@ -94,10 +94,10 @@ public enum Demo {
 
         // 0. The model on its text, and on repeated text (induction: the second copy is predicted from the first).
         try stage("model: loss on the text and on repeated runs") {
-            report.textLoss = try meanLoss(model, windows, targets: { _ in 1..<settings.contextLength })
+            report.textLoss = try meanLoss(model, windows, targets: 1..<settings.contextLength)
             let n = settings.inductionLength
-            report.firstCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: { _ in 2..<(n + 1) })
-            report.secondCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: { _ in (n + 2)..<(2 * n) })
+            report.firstCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: 2..<(n + 1))
+            report.secondCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: (n + 2)..<(2 * n))
             return String(format: "loss %.3f on %d windows of %d tokens; repeated runs: first copy %.3f, second copy %.3f",
                           report.textLoss, windows.count, settings.contextLength, report.firstCopyLoss, report.secondCopyLoss)
         }
@@ -147,11 +147,7 @@ public enum Demo {
         try stage("effective feature count") {
             let result = try FeatureCount.measure(sae, reader: try ActivationReader(path: store, dataset: hook.description))
             (report.effectiveFeatures, report.superposition, report.neurons) = (result.effectiveFeatures, result.superposition, result.neurons)
-            var plot = LinePlot(title: "Effective features vs samples (\(hook))", xLabel: "samples", yLabel: "effective features F", logX: true,
-                                series: [.init(name: "F", points: result.convergence.map { (Double($0.samples), $0.effectiveFeatures) },
-                                               color: LinePlot.palette[0])])
-            plot.references = [(Double(result.neurons), "N = \(result.neurons) neurons")]
-            try AtomicFile.write(Data(plot.svg().utf8), to: out + "/feature-count.svg")
+            try AtomicFile.write(Data(result.convergencePlot(label: hook.description).svg().utf8), to: out + "/feature-count.svg")
             return String(format: "F = %.1f features on N = %d dimensions: ψ = %.2f → feature-count.svg",
                           result.effectiveFeatures, result.neurons, result.superposition)
         }
@@ -227,24 +223,14 @@ public enum Demo {
         return report
     }
 
-    /// Mean next-token loss over `sequences`, the targets of sequence `s` being the positions `targets(s)`.
-    static func meanLoss(_ model: TransformerModel, _ sequences: [[Int32]], targets: (Int) -> Range<Int>) throws -> Double {
+    /// Mean next-token loss over `sequences` (all of one length), the targets being the positions `targets`.
+    static func meanLoss(_ model: TransformerModel, _ sequences: [[Int32]], targets: Range<Int>) throws -> Double {
         var total = 0.0, count = 0
         for first in stride(from: 0, to: sequences.count, by: 16) {
-            let rows = Array(sequences[first..<min(sequences.count, first + 16)])
-            let batch = try TokenBatch(rows.map { $0.map(Int.init) }, config: model.config)
-            let logits = try model.run(batch)
-            let P = batch.positions, V = logits.shape[2]
-            for (b, row) in rows.enumerated() {
-                for t in targets(first + b) {
-                    let start = (b * P + t - 1) * V
-                    let slice = logits.scalars[start..<(start + V)]
-                    let m = Double(slice.max()!)
-                    let logSum = log(slice.reduce(0.0) { $0 + exp(Double($1) - m) }) + m
-                    total += logSum - Double(slice[start + Int(row[t])])
-                    count += 1
-                }
-            }
+            let batch = try TokenBatch(sequences[first..<min(sequences.count, first + 16)].map { $0.map(Int.init) }, config: model.config)
+            let part = NextTokenLoss.sum(try model.run(batch), batch, targets: targets)
+            total += part.sum
+            count += part.count
         }
         return total / Double(max(count, 1))
     }

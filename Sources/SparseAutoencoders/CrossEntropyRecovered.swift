@@ -36,10 +36,10 @@ public struct CrossEntropyRecovered: Encodable, Sendable {
             var end = start + 1
             while end < sequences.count && end - start < batchSize && sequences[end].count == sequences[start].count { end += 1 }
             let batch = try TokenBatch(sequences[start..<end].map { $0.map(Int.init) }, config: model.config)
-            let (clean, n) = crossEntropySum(try model.run(batch), batch)
+            let (clean, n) = NextTokenLoss.sum(try model.run(batch), batch)
             totals.clean += clean
-            totals.spliced += crossEntropySum(try model.runWithHooks(batch, functions: [(hook, splice)]), batch).sum
-            totals.zero += crossEntropySum(try model.runWithHooks(batch, functions: [(hook, zero)]), batch).sum
+            totals.spliced += NextTokenLoss.sum(try model.runWithHooks(batch, functions: [(hook, splice)]), batch).sum
+            totals.zero += NextTokenLoss.sum(try model.runWithHooks(batch, functions: [(hook, zero)]), batch).sum
             count += n
             start = end
         }
@@ -47,25 +47,5 @@ public struct CrossEntropyRecovered: Encodable, Sendable {
         let c = totals.clean / Double(count), s = totals.spliced / Double(count), z = totals.zero / Double(count)
         return CrossEntropyRecovered(hook: hook.description, clean: c, spliced: s, zeroAblation: z,
                                      recovered: z != c ? (z - s) / (z - c) : .nan, tokens: count)
-    }
-
-    /// Σ over positions 0..<P−1 of −log softmax(logits)[next token], and how many terms.
-    static func crossEntropySum(_ logits: Tensor, _ batch: TokenBatch) -> (sum: Double, count: Int) {
-        let V = logits.shape[2], P = batch.positions
-        var sum = 0.0
-        logits.withUnsafeBufferPointer { l in
-            for b in 0..<batch.batch {
-                for p in 0..<(P - 1) {
-                    let row = l.baseAddress! + (b * P + p) * V
-                    var maximum = -Double.infinity
-                    for v in 0..<V { maximum = max(maximum, Double(row[v])) }
-                    var total = 0.0
-                    for v in 0..<V { total += Foundation.exp(Double(row[v]) - maximum) }
-                    let target = Int(batch.ids[b * P + p + 1])
-                    sum += maximum + Foundation.log(total) - Double(row[target])
-                }
-            }
-        }
-        return (sum, batch.batch * (P - 1))
     }
 }

@@ -1,6 +1,7 @@
 import ActivationStore
 import Foundation
 import InterpCore
+import Plots
 import SparseAutoencoders
 
 /// The effective number of features of a mass distribution over latents (Bereska et al., "Superposition as Lossy
@@ -220,5 +221,17 @@ public enum FeatureCount {
         z.withUnsafeBufferPointer { accumulator.add($0.baseAddress!, rows: rows) }
         return try accumulator.result(neurons: neurons, decoderNorms: decoderNorms ?? [Float](repeating: 1, count: latents),
                                       bootstrap: bootstrap, seed: seed)
+    }
+}
+
+extension FeatureCountResult {
+    /// F against the samples it was measured on (log axis), with the layer's width N as a reference line: the
+    /// estimate should flatten before it is trusted.
+    public func convergencePlot(label: String) -> LinePlot {
+        var plot = LinePlot(title: "Effective features vs samples (\(label))", xLabel: "samples", yLabel: "effective features F", logX: true,
+                            series: [.init(name: "F", points: convergence.map { (Double($0.samples), $0.effectiveFeatures) },
+                                           color: LinePlot.palette[0])])
+        plot.references = [(Double(neurons), "N = \(neurons) neurons")]
+        return plot
     }
 }

@@ -49,11 +49,7 @@ struct SAEFeatureCountCommand: ParsableCommand {
         if items.count > 1 { return try runLayers(items) }
         let result = try FeatureCount.measure(items[0].sae, reader: items[0].reader, samples: samples, batchSize: batchSize)
         if let svg {
-            var plot = LinePlot(title: "Effective features vs samples (\(items[0].label))", xLabel: "samples", yLabel: "effective features F",
-                                logX: true, series: [.init(name: "F", points: result.convergence.map { (Double($0.samples), $0.effectiveFeatures) },
-                                                           color: LinePlot.palette[0])])
-            plot.references = [(Double(result.neurons), "N = \(result.neurons) neurons")]
-            try AtomicFile.write(Data(plot.svg().utf8), to: svg)
+            try AtomicFile.write(Data(result.convergencePlot(label: items[0].label).svg().utf8), to: svg)
         }
         if json { return try printJSON(result) }
         let ci = result.ci95.map { String(format: " (95%% CI %.1f–%.1f)", $0[0], $0[1]) } ?? ""
