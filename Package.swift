@@ -49,6 +49,9 @@ let package = Package(
             "Interp", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: settings),
 
+        // Runs the notebooks in notebooks-md/ and compares their outputs with the ones written there (Foundation only).
+        .executableTarget(name: "notebook-check", swiftSettings: settings),
+
         .target(name: "InterpTestSupport", dependencies: ["Interp"], swiftSettings: settings),
         .testTarget(name: "InterpCoreTests", dependencies: ["InterpCore", "InterpTestSupport"], swiftSettings: settings),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "InterpTestSupport"], swiftSettings: settings),

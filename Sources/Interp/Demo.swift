@@ -22,6 +22,7 @@ public enum Demo {
         public var output: String
         /// Layer whose hook_resid_post is cached (default: the middle, ⌊n_layers / 2⌋ − 1 … for 4 layers, 1).
         public var layer: Int?
+        /// Length of the text windows (at most the model's context).
         public var contextLength = 128
         public var expansionFactor = 4
         public var k = 16
@@ -44,7 +45,7 @@ public enum Demo {
     public struct Report: Encodable, Sendable {
         public struct Stage: Encodable, Sendable { public let name: String; public let seconds: Double }
         public var model = "", hook = "", textFile = ""
-        public var tokens = 0
+        public var tokens = 0, contextLength = 0
         /// Mean next-token loss of the model over every target position of every window of the text.
         public var textLoss = 0.0
         /// Mean loss on the first and second copy of the induction prompts' repeated runs.
@@ -88,25 +89,28 @@ public enum Demo {
         guard layer >= 0 && layer < config.nLayers else { throw InterpError("layer \(layer) is outside the model's \(config.nLayers) layers") }
         let hook = HookName.block(layer, .residPost)
         (report.model, report.hook, report.textFile) = (config.modelName, hook.description, settings.textFile)
-        let windows = try FeatureDashboard.windows(textFile: settings.textFile, tokenizer: tokenizer, contextLength: settings.contextLength)
+        // Windows of the text: the settings' length, or the model's context if that is shorter.
+        let contextLength = min(settings.contextLength, config.nCtx)
+        report.contextLength = contextLength
+        let windows = try FeatureDashboard.windows(textFile: settings.textFile, tokenizer: tokenizer, contextLength: contextLength)
         let prompts = try InductionPrompts(textFile: settings.textFile, tokenizer: tokenizer, count: settings.inductionPrompts,
                                            length: settings.inductionLength, config: config)
 
         // 0. The model on its text, and on repeated text (induction: the second copy is predicted from the first).
         try stage("model: loss on the text and on repeated runs") {
-            report.textLoss = try meanLoss(model, windows, targets: 1..<settings.contextLength)
+            report.textLoss = try meanLoss(model, windows, targets: 1..<contextLength)
             let n = settings.inductionLength
             report.firstCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: 2..<(n + 1))
             report.secondCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: (n + 2)..<(2 * n))
             return String(format: "loss %.3f on %d windows of %d tokens; repeated runs: first copy %.3f, second copy %.3f",
-                          report.textLoss, windows.count, settings.contextLength, report.firstCopyLoss, report.secondCopyLoss)
+                          report.textLoss, windows.count, contextLength, report.firstCopyLoss, report.secondCopyLoss)
         }
 
         // 1. Cache.
         let store = out + "/activations.h5"
         try stage("cache \(hook) to HDF5") {
             let job = try ActivationCacheJob.prepare(modelDirectory: settings.modelDirectory,
-                                                     input: .textFile(path: settings.textFile, contextLength: settings.contextLength),
+                                                     input: .textFile(path: settings.textFile, contextLength: contextLength),
                                                      hookPatterns: [hook.description], output: store, excludeBOS: true)
             let summary = try job.run(mode: .overwrite) { p in progress("cached \(p.tokensDone)/\(p.tokensTotal) tokens") }
             report.tokens = summary.tokens
@@ -200,7 +204,7 @@ public enum Demo {
                 .filter { $0.hasPrefix("a") }.map { $0.split(separator: ".").prefix(2).joined(separator: ".") })).sorted()
             return String(format: "kept %d of %d edges (KL %.3f; full model %.3g, no edges %.3f); heads %@ → circuit.svg",
                           result.keptCount, result.graph.edges.count, result.circuitMetric, result.fullMetric, result.emptyMetric,
-                          report.circuitHeads.joined(separator: ", "))
+                          report.circuitHeads.isEmpty ? "none" : report.circuitHeads.joined(separator: ", "))
         }
 
         // 7. Feature dashboards.

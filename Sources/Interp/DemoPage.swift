@@ -32,7 +32,7 @@ struct DemoPage {
         <body>
         <h1>interp demo: <code>\(xmlEscaped(r.model))</code></h1>
         <p>Every stage of a small interpretability study on one model, run by <code>interp demo</code> in \(f(r.seconds, 1)) s. \
-        Text: <code>\(xmlEscaped(r.textFile))</code>, \(r.tokens) tokens (BOS left out) in windows of \(settings.contextLength). \
+        Text: <code>\(xmlEscaped(r.textFile))</code>, \(r.tokens) tokens (BOS left out) in windows of \(r.contextLength). \
         Each stage is also a command of its own (named below) and a library call.</p>
 
         <h2>The model</h2>
@@ -76,7 +76,7 @@ struct DemoPage {
         <p>ACDC on the same prompts, the corrupted ones having another run as their first copy; the metric is the KL \
         divergence from the model on the second copy. Kept \(r.circuitEdges) of \(r.graphEdges) edges at τ = \(r.threshold): \
         KL \(f(r.circuitKL)) (full model \(String(format: "%.2g", r.fullKL)), no edges \(f(r.emptyKL))). Heads in the circuit: \
-        \(xmlEscaped(r.circuitHeads.joined(separator: ", "))). Details: <a href="circuit.json">circuit.json</a>.</p>
+        \(r.circuitHeads.isEmpty ? "none" : xmlEscaped(r.circuitHeads.joined(separator: ", "))). Details: <a href="circuit.json">circuit.json</a>.</p>
         <img src="circuit.svg" alt="the circuit ACDC found">
 
         <h2>Feature dashboards (<code>interp sae dashboard</code>)</h2>

@@ -19,10 +19,19 @@ public enum InterpBinary {
     }
 
     public static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> CommandResult {
+        try run(executable: path, arguments, in: Fixtures.repositoryRoot, environment: environment)
+    }
+
+    /// Another executable of the package (built next to `interp`), run in `directory`.
+    public static func runSibling(_ name: String, _ arguments: [String], in directory: String) throws -> CommandResult {
+        try run(executable: URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path, arguments, in: directory)
+    }
+
+    static func run(executable: String, _ arguments: [String], in directory: String, environment: [String: String]? = nil) throws -> CommandResult {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: Fixtures.repositoryRoot)
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
         if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -14,7 +14,7 @@ struct InterpCommand: ParsableCommand {
         Hook points carry TransformerLens names such as blocks.0.hook_resid_pre; `interp info` lists a model's hooks.
         """,
         version: versionText(),
-        subcommands: [InfoCommand.self, TokenizeCommand.self, RunCommand.self, CacheCommand.self, SAECommand.self, PatchCommand.self, CircuitsCommand.self, ToyModelsCommand.self]
+        subcommands: [DemoCommand.self, InfoCommand.self, TokenizeCommand.self, RunCommand.self, CacheCommand.self, SAECommand.self, PatchCommand.self, CircuitsCommand.self, ToyModelsCommand.self]
     )
 }
 

@@ -417,7 +417,7 @@ import Testing
     }
 
     /// `--help` text is part of the interface: changing it must be deliberate (update the snapshot).
-    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"], ["patch", "--help"], ["circuits", "--help"], ["sae", "dashboard", "--help"]])
+    @Test(arguments: [["--help"], ["info", "--help"], ["run", "--help"], ["tokenize", "--help"], ["cache", "--help"], ["sae", "train", "--help"], ["sae", "eval", "--help"], ["sae", "feature-count", "--help"], ["toy-models", "--help"], ["patch", "--help"], ["circuits", "--help"], ["sae", "dashboard", "--help"], ["demo", "--help"]])
     func helpMatchesSnapshot(arguments: [String]) throws {
         let result = try InterpBinary.run(arguments, environment: ["COLUMNS": "100"])
         #expect(result.status == 0)

@@ -1,5 +1,6 @@
 import Foundation
 import InterpTestSupport
+import SafeTensors
 import Testing
 @testable import Interp
 
@@ -57,6 +58,25 @@ import Testing
         }
         let index = try String(contentsOfFile: out + "/index.html", encoding: .utf8)
         #expect(index.contains(String(format: "%.3f", report.explainedVariance)))
+    }
+
+    /// The demo's loss routine against TransformerLens: on each held-out prompt of the English model, the mean
+    /// next-token loss equals minus the mean of TransformerLens's log-probabilities of the true next tokens.
+    @Test func meanLossMatchesTransformerLens() throws {
+        let directory = Fixtures.model("english-4l")
+        let model = try ModelLoader.load(directory: directory)
+        let reference = try SafeTensorsFile(path: Fixtures.reference("english.safetensors"))
+        for i in 0..<3 {
+            let tokens = try reference.integers("prompt\(i)_tokens").values.map { Int32($0) }
+            let logprobs = try reference.tensor("prompt\(i)_next_logprobs").scalars.map(Double.init)
+            let expected = -logprobs.reduce(0, +) / Double(logprobs.count)
+            let loss = try Demo.meanLoss(model, [tokens], targets: 1..<tokens.count)
+            #expect(abs(loss - expected) < 1e-4, "prompt \(i): \(loss) vs TransformerLens \(expected)")
+            // Only the second half's targets.
+            let half = tokens.count / 2
+            let secondHalf = -logprobs[(half - 1)...].reduce(0, +) / Double(logprobs.count - half + 1)
+            #expect(abs(try Demo.meanLoss(model, [tokens], targets: half..<tokens.count) - secondHalf) < 1e-4)
+        }
     }
 
     /// The induction prompts: a run, then the run again without its last token, which is the answer.
