@@ -68,7 +68,6 @@ public enum Demo {
     public static func run(_ settings: Settings, log: (String) -> Void = { _ in }, progress: @escaping (String) -> Void = { _ in }) throws -> Report {
         let start = Date()
         let out = settings.output
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         var report = Report()
         var stageStart = Date()
         func stage(_ name: String, _ body: () throws -> String) throws {
@@ -95,6 +94,8 @@ public enum Demo {
         let windows = try FeatureDashboard.windows(textFile: settings.textFile, tokenizer: tokenizer, contextLength: contextLength)
         let prompts = try InductionPrompts(textFile: settings.textFile, tokenizer: tokenizer, count: settings.inductionPrompts,
                                            length: settings.inductionLength, config: config)
+        // The inputs are good: only now is anything written.
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
 
         // 0. The model on its text, and on repeated text (induction: the second copy is predicted from the first).
         try stage("model: loss on the text and on repeated runs") {

@@ -60,6 +60,16 @@ import Testing
         #expect(index.contains(String(format: "%.3f", report.explainedVariance)))
     }
 
+    /// `interp demo` on a model it cannot use: one line naming the model directory, exit 1, no output directory.
+    @Test func demoCommandRejectsAModelWithoutTokenizer() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try InterpBinary.run(["demo", "--model", "fixtures/models/gpt2-tl", "--text-file", Self.text, "--out", directory + "/demo"])
+        #expect(result.status == 1)
+        #expect(result.stderr == "error: fixtures/models/gpt2-tl: the model has no tokenizer.json; the demo reads text\n")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/demo"))
+    }
+
     /// The demo's loss routine against TransformerLens: on each held-out prompt of the English model, the mean
     /// next-token loss equals minus the mean of TransformerLens's log-probabilities of the true next tokens.
     @Test func meanLossMatchesTransformerLens() throws {
