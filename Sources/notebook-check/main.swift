@@ -1,7 +1,10 @@
 // notebook-check: runs the shell and Swift code blocks of the Markdown notebooks as written and compares what they
 // print with the `text` block that follows each one, so the documentation cannot drift from the code.
 //
-//     notebook-check [--keep] [--shell-only] notebooks-md/*.md
+//     notebook-check [--keep] [--shell-only] [--print] notebooks-md/*.md
+//
+// --print shows every block's output as the checker sees it (to write a notebook's expected text, or to see what a
+// figure became under another BLAS kernel); --keep keeps the scratch directory.
 //
 // Notebooks run in the order given, in one scratch directory (later notebooks may use files earlier ones wrote),
 // where `fixtures` and `.build` point at the repository's. A notebook's Swift blocks become one program (top-level
@@ -12,7 +15,10 @@
 // with \r, may be left out of the expected text):
 //   - a line "…" matches any number of lines; "…" inside a line matches any characters;
 //   - numbers match within 1% or two units of their last printed digit; numbers of seconds, milliseconds or
-//     tokens per second ("1.3 s", "12 ms", "4000 tokens/s") match any number.
+//     tokens per second ("1.3 s", "12 ms", "4000 tokens/s") match any number;
+//   - a block fenced as ```text tolerance=5% lets its numbers move by that fraction instead of 1%: for figures that
+//     honestly vary with the BLAS kernel's rounding (an SAE's training trajectory moves with the last bits of every
+//     product). The notebook states the tolerance where the reader sees it; text and counts of lines still match.
 // A shell block must exit 0 unless its expected output contains "error:".
 import Foundation
 
@@ -21,13 +27,33 @@ struct Block {
     let code: String
     let line: Int
     var expected: String?
+    /// Relative tolerance of the expected text's numbers (its fence's `tolerance=` attribute), or nil for 1%.
+    var tolerance: Double?
 }
 
 struct Failure: Error, CustomStringConvertible { let description: String }
 
-func parse(_ text: String) -> [Block] {
+/// A fence's info string: the language, then attributes. Only `text` blocks take one, `tolerance=P%` (0 < P ≤ 50).
+func fence(_ info: String, path: String, line: Int) throws -> (language: String, tolerance: Double?) {
+    let words = info.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+    guard let language = words.first else { return ("", nil) }
+    var tolerance: Double?
+    for attribute in words.dropFirst() {
+        let place = "\(path):\(line): fence attribute '\(attribute)'"
+        guard language == "text" else { throw Failure(description: "\(place): only a ```text block takes attributes") }
+        guard attribute.hasPrefix("tolerance="), attribute.hasSuffix("%"),
+              let percent = Double(attribute.dropFirst("tolerance=".count).dropLast()) else {
+            throw Failure(description: "\(place) is not understood (the one attribute is tolerance=P%, e.g. tolerance=5%)")
+        }
+        guard percent > 0, percent <= 50 else { throw Failure(description: "\(place): the tolerance must be above 0% and at most 50%") }
+        tolerance = percent / 100
+    }
+    return (language, tolerance)
+}
+
+func parse(_ text: String, path: String) throws -> [Block] {
     var blocks: [Block] = []
-    var current: (language: String, lines: [String], line: Int)?
+    var current: (language: String, tolerance: Double?, lines: [String], line: Int)?
     for (n, line) in text.components(separatedBy: "\n").enumerated() {
         if var open = current {
             if line == "```" {
@@ -35,6 +61,7 @@ func parse(_ text: String) -> [Block] {
                 if open.language == "text", let last = blocks.indices.last, ["sh", "swift"].contains(blocks[last].language),
                    blocks[last].expected == nil {
                     blocks[last].expected = code
+                    blocks[last].tolerance = open.tolerance
                 } else {
                     blocks.append(Block(language: open.language, code: code, line: open.line))
                 }
@@ -44,7 +71,8 @@ func parse(_ text: String) -> [Block] {
                 current = open
             }
         } else if line.hasPrefix("```") {
-            current = (String(line.dropFirst(3)).trimmingCharacters(in: .whitespaces), [], n + 1)
+            let (language, tolerance) = try fence(String(line.dropFirst(3)), path: path, line: n + 1)
+            current = (language, tolerance, [], n + 1)
         }
     }
     return blocks
@@ -83,9 +111,10 @@ func screenLines(_ output: String, withProgress: Bool = true) -> [String] {
 
 /// The expected text against the output with its progress lines, then (when a notebook shows only results)
 /// without them.
-func check(_ output: String, _ expected: String) -> String? {
-    guard let problem = compare(screenLines(output), screenLines(expected)) else { return nil }
-    return compare(screenLines(output, withProgress: false), screenLines(expected)) == nil ? nil : problem
+func check(_ output: String, _ expected: String, tolerance: Double?) -> String? {
+    let relative = tolerance ?? 0.01
+    guard let problem = compare(screenLines(output), screenLines(expected), relative: relative) else { return nil }
+    return compare(screenLines(output, withProgress: false), screenLines(expected), relative: relative) == nil ? nil : problem
 }
 
 let numberPattern = try! NSRegularExpression(pattern: "[-+−]?(?:\\d[\\d,]*)?\\.?\\d+(?:[eE][-+]?\\d+)?")
@@ -111,8 +140,9 @@ func tokens(_ line: String) -> [(text: String, number: Double?, decimals: Int, t
     return out
 }
 
-/// Whether `actual` matches the expected line `pattern` ("…" wildcards, tolerant numbers).
-func lineMatches(_ actual: String, _ pattern: String) -> Bool {
+/// Whether `actual` matches the expected line `pattern` ("…" wildcards, numbers within `relative` of the expected
+/// value or two units of its last printed digit).
+func lineMatches(_ actual: String, _ pattern: String, relative: Double) -> Bool {
     if pattern.contains("…") {
         // p0 … p1 … pn: p0 matches a prefix, pn a suffix, the others pieces in between, in order.
         let pieces = pattern.components(separatedBy: "…")
@@ -122,10 +152,10 @@ func lineMatches(_ actual: String, _ pattern: String) -> Bool {
             let starts = k == 0 ? [from] : Array(from...characters.count)
             for start in starts {
                 if k == pieces.count - 1 {
-                    if lineMatches(String(characters[start...]), piece) { return true }
+                    if lineMatches(String(characters[start...]), piece, relative: relative) { return true }
                     continue
                 }
-                for end in start...characters.count where lineMatches(String(characters[start..<end]), piece) {
+                for end in start...characters.count where lineMatches(String(characters[start..<end]), piece, relative: relative) {
                     if match(end, k + 1) { return true }
                 }
             }
@@ -139,7 +169,7 @@ func lineMatches(_ actual: String, _ pattern: String) -> Bool {
         switch (x.number, y.number) {
         case let (u?, v?):
             if y.timing { continue }
-            let tolerance = max(0.01 * abs(v), 2 * pow(10, -Double(y.decimals)))
+            let tolerance = max(relative * abs(v), 2 * pow(10, -Double(y.decimals)))
             if abs(u - v) > tolerance { return false }
         case (nil, nil):
             if x.text != y.text { return false }
@@ -152,17 +182,17 @@ func lineMatches(_ actual: String, _ pattern: String) -> Bool {
 
 /// Matches output lines against expected lines, "…" lines matching any run of lines. Returns a description of the
 /// first mismatch, or nil.
-func compare(_ actual: [String], _ expected: [String]) -> String? {
+func compare(_ actual: [String], _ expected: [String], relative: Double) -> String? {
     func match(_ i: Int, _ j: Int) -> Bool {
         if j == expected.count { return i == actual.count }
         if expected[j] == "…" { return (i...actual.count).contains { match($0, j + 1) } }
-        return i < actual.count && lineMatches(actual[i], expected[j]) && match(i + 1, j + 1)
+        return i < actual.count && lineMatches(actual[i], expected[j], relative: relative) && match(i + 1, j + 1)
     }
     if match(0, 0) { return nil }
     // Report the first expected line that has no counterpart in order.
     var i = 0
     for line in expected where line != "…" {
-        guard let found = actual[i...].firstIndex(where: { lineMatches($0, line) }) else {
+        guard let found = actual[i...].firstIndex(where: { lineMatches($0, line, relative: relative) }) else {
             return "expected a line matching\n    \(line)\n  output was:\n" + actual.map { "    " + $0 }.joined(separator: "\n")
         }
         i = found + 1
@@ -170,13 +200,18 @@ func compare(_ actual: [String], _ expected: [String]) -> String? {
     return "the output has lines the expected text does not account for; output was:\n" + actual.map { "    " + $0 }.joined(separator: "\n")
 }
 
+/// One block's output as the checker compares it, under a header naming the block.
+func show(_ path: String, _ block: Block, _ output: String) {
+    print("--- \(path):\(block.line) (\(block.language)) printed:\n" + screenLines(output).map { "    " + $0 }.joined(separator: "\n"))
+}
+
 // MARK: - main
 
 var arguments = Array(CommandLine.arguments.dropFirst())
-let keep = arguments.contains("--keep"), shellOnly = arguments.contains("--shell-only")
-arguments.removeAll { $0 == "--keep" || $0 == "--shell-only" }
-guard !arguments.isEmpty else {
-    FileHandle.standardError.write(Data("usage: notebook-check [--keep] [--shell-only] NOTEBOOK.md…\n".utf8))
+let keep = arguments.contains("--keep"), shellOnly = arguments.contains("--shell-only"), printOutputs = arguments.contains("--print")
+arguments.removeAll { $0 == "--keep" || $0 == "--shell-only" || $0 == "--print" }
+guard !arguments.isEmpty, !arguments.contains(where: { $0.hasPrefix("--") }) else {
+    FileHandle.standardError.write(Data("usage: notebook-check [--keep] [--shell-only] [--print] NOTEBOOK.md…\n".utf8))
     exit(2)
 }
 let root = FileManager.default.currentDirectoryPath
@@ -192,7 +227,12 @@ for path in arguments {
         FileHandle.standardError.write(Data("error: \(path): cannot read\n".utf8))
         exit(1)
     }
-    notebooks.append((path, parse(text)))
+    do {
+        notebooks.append((path, try parse(text, path: path)))
+    } catch {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        exit(2)
+    }
 }
 
 // Build every notebook's Swift program first: one package, one executable per notebook.
@@ -242,12 +282,13 @@ for (k, notebook) in notebooks.enumerated() {
     for block in notebook.blocks where block.language == "sh" {
         shellBlocks += 1
         let result = try run(["bash", "-e", "-o", "pipefail", "-c", block.code], in: scratch, environment: ["COLUMNS": "100"])
+        if printOutputs { show(notebook.path, block, result.output) }
         let expectsError = block.expected?.contains("error:") ?? false
         if result.status != 0 && !expectsError {
             problems.append("line \(block.line): exit status \(result.status)\n" + screenLines(result.output).map { "    " + $0 }.joined(separator: "\n"))
             break
         }
-        if let expected = block.expected, let problem = check(result.output, expected) {
+        if let expected = block.expected, let problem = check(result.output, expected, tolerance: block.tolerance) {
             problems.append("line \(block.line): " + problem)
         }
     }
@@ -265,7 +306,8 @@ for (k, notebook) in notebooks.enumerated() {
         }
         for (b, block) in notebook.blocks.enumerated() where block.language == "swift" {
             swiftBlocks += 1
-            if let expected = block.expected, let problem = check(outputs[b] ?? "", expected) {
+            if printOutputs { show(notebook.path, block, outputs[b] ?? "") }
+            if let expected = block.expected, let problem = check(outputs[b] ?? "", expected, tolerance: block.tolerance) {
                 problems.append("line \(block.line) (Swift): " + problem)
             }
         }
