@@ -30,10 +30,10 @@ import Testing
     /// the other way (see `referenceCodes`).
     struct Firing { let activation: Float, sequence: Int, position: Int, ambiguous: Bool }
 
-    /// Float32 rounding of the block's and the encoder's reductions (up to 256 terms each, three in series) moves an
-    /// activation by about 3·√256·ε ≈ 6e-6 of its row's scale between batch shapes or BLAS kernels; 2e-5 leaves a
-    /// margin of three.
-    static let relativeTolerance: Double = 2e-5
+    /// Between batch shapes or BLAS kernels, float32 rounding moves an activation by the drift of three reductions
+    /// in series of up to 256 terms (the block's attention and MLP, then the encoder): √(3·256)·ε ≈ 3.3e-6 of its
+    /// row's scale (`Float32Rounding.drift`). Six times that, ≈ 2e-5, leaves a margin.
+    static let relativeTolerance = 6 * Float32Rounding.drift(scale: 1, terms: 256, inSeries: 3)
 
     /// Codes of every token, each sequence run alone, and per token the latents whose firing a last-bit difference
     /// can decide: TopK keeps the k largest of `h = ((x − b_dec)·W_enc + b_enc) ⊙ ‖W_dec‖` (recomputed here in
