@@ -64,7 +64,7 @@ struct PatchCommand: ParsableCommand {
             let ids = try values.map { value -> Int in
                 let id: Int
                 if let n = Int(value) { id = n } else {
-                    guard let tokenizer, let only = try? tokenizer.encode(value), only.count == 1 else {
+                    guard let tokenizer, case let only = tokenizer.encode(value), only.count == 1 else {
                         throw InterpError("\(option) '\(value)' is not a token id\(tokenizer == nil ? "" : " or a string of one token")")
                     }
                     id = Int(only[0])
