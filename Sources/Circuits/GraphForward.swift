@@ -137,7 +137,7 @@ final class GraphForward {
         return Plan(dead: dead, receiverVaries: receiverVaries, senderVaries: senderVaries, keys: keys)
     }
     /// The unembedding's columns the metric reads.
-    private let unembedWeight: [Float], unembedBias: [Float]
+    private let unembedding: Unembedding
 
     /// Whether runs reuse outputs kept from earlier runs (off: every run computes every sender from its start).
     let reuseOutputs: Bool
@@ -167,14 +167,7 @@ final class GraphForward {
         H = c.nHeads
         d = c.dHead
         hd = H * d
-        if let indices = metric.logitIndices {
-            let (wU, vocab) = (model.wU, model.config.dVocabOut)
-            unembedWeight = (0..<(model.config.dModel * indices.count)).map { wU[($0 / indices.count) * vocab + indices[$0 % indices.count]] }
-            unembedBias = indices.map { model.bU[$0] }
-        } else {
-            unembedWeight = model.wU
-            unembedBias = model.bU
-        }
+        unembedding = model.unembedding.selecting(metric.logitIndices)
         for (i, edge) in graph.edges.enumerated() {
             if edge.kind == .addition {
                 into[edge.receiver, default: []].append((i, graph.senderIndex[edge.sender]!))
@@ -242,7 +235,7 @@ final class GraphForward {
             ablatedPre.append(stream)
             ablatedQKV.append(qkv(of: stream, layer: l))
             addSenders(upTo: graph.senderIndex[.head(layer: l, head: H - 1)]! + 1)
-            stream.withUnsafeMutableBufferPointer { s in model.layers[l].bO.withUnsafeBufferPointer { b in
+            stream.withUnsafeMutableBufferPointer { s in model.blocks[l].attention.output.bias!.withUnsafeBufferPointer { b in
                 for r in 0..<rows0 { vectorAddScaled(s.baseAddress! + r * D, 1, b.baseAddress!, D) }
             } }
             ablatedMid.append(stream)
@@ -288,13 +281,12 @@ final class GraphForward {
     /// q|k|v `[rows0, 3·H·d]` of one input `[rows0, D]` in `layer`.
     private func qkv(of input: [Float], layer: Int) -> [Float] {
         var out = [Float](repeating: 0, count: rows0 * 3 * hd)
-        let weights = model.layers[layer]
+        let block = model.blocks[layer]
         input.withUnsafeBufferPointer { x in out.withUnsafeMutableBufferPointer { o in
             let normed = UnsafeMutablePointer<Float>.allocate(capacity: rows0 * D)
-            let mean = UnsafeMutablePointer<Float>.allocate(capacity: rows0), scale = UnsafeMutablePointer<Float>.allocate(capacity: rows0)
-            defer { normed.deallocate(); mean.deallocate(); scale.deallocate() }
-            let n = normalize(UnsafeMutablePointer(mutating: x.baseAddress!), rows: rows0, parameters: weights.ln1, mean: mean, scale: scale, out: normed)
-            linear(n, rows: rows0, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: o.baseAddress!)
+            defer { normed.deallocate() }
+            let n = block.ln1.forward(UnsafeMutablePointer(mutating: x.baseAddress!), rows: rows0, out: normed)
+            block.attention.project(n, rows: rows0, into: o.baseAddress!, schedule: .rowsAcrossCores)
         } }
         return out
     }
@@ -461,27 +453,24 @@ final class GraphForward {
         /// A layer's MLP, at every row or (the last layer) at the read rows: not computed when dead; reused from an
         /// earlier run, or computed once, when it is the same in every state; else computed per state.
         func mlp(_ l: Int, atReadRows read: Bool) {
-            guard !c.attnOnly else { return }
+            guard let ln2 = model.blocks[l].ln2, let layerMLP = model.blocks[l].mlp else { return }
             let s = graph.senderIndex[.mlp(layer: l)]!
             if dead[s] || recall(s, read: read) { return }
             let once = !plan.senderVaries[s], blockRows = read ? R : rows0
-            let weights = model.layers[l], blocks = once ? 1 : V, n = blocks * blockRows
+            let blocks = once ? 1 : V, n = blocks * blockRows
             let mlpIn = make(n * D), mlpOut = make(n * D)
             parallelChunks(blocks, minimumChunk: 1) { range in
                 for v in range {
                     receiverInput(.mlp(layer: l), variant: v, atReadRows: read, clean: cleanMid[l], ablated: ablatedMid[l], into: mlpIn + v * blockRows * D)
                 }
             }
-            let normed = normalize(mlpIn, rows: n, parameters: weights.ln2, mean: nil, scale: nil, out: mlpIn)
-            weights.wIn.withUnsafeBufferPointer { w in
-                product(m: n, n: c.dMLP, k: D, normed, lda: D, w.baseAddress!, ldb: c.dMLP, hidden, ldc: c.dMLP)
-            }
-            weights.bIn.withUnsafeBufferPointer { b in c.actFn!.apply(hidden, rows: n, width: c.dMLP, bias: b.baseAddress!) }
-            linear(hidden, rows: n, width: c.dMLP, weight: weights.wOut, bias: weights.bOut, outWidth: D, into: mlpOut)
+            let normed = ln2.forward(mlpIn, rows: n, out: mlpIn)
+            layerMLP.forward(normed, rows: n, hidden: hidden, into: mlpOut, schedule: .rowsAcrossCores)
             record(s, output: mlpOut, shared: once, read: read)
         }
         for l in firstLayer..<L {
-            let weights = model.layers[l]
+            let block = model.blocks[l], attention = block.attention
+            func column(_ x: CircuitGraph.QKV, _ h: Int) -> Int { attention.columns(x.projection, head: h).lowerBound }
             if start != .mlp(layer: l) {
                 // In the last layer queries are made at the read rows only, and heads' outputs there.
                 let last = l == L - 1, readOnlyQueries = last && R < rows0
@@ -519,30 +508,15 @@ final class GraphForward {
                                           into: inputs + v * blockRows * D)
                         }
                     }
-                    let n = normalize(inputs, rows: count, parameters: weights.ln1, mean: nil, scale: nil, out: inputs)
+                    let n = block.ln1.forward(inputs, rows: count, out: inputs)
                     // Products into q|k|v rows: straight into the buffer at every row, into scratch at the read rows.
                     let out = read ? make(count * 3 * hd) : qkvBuffer
-                    if !read && members.count == 3 * H {
-                        linear(n, rows: count, width: D, weight: weights.wQKV, bias: weights.bQKV, outWidth: 3 * hd, into: out)
-                    } else {
-                        // One product per run of adjacent columns.
-                        var ranges: [Range<Int>] = []
-                        for column in members.map({ $0.x.rawValue * hd + $0.h * d }).sorted() {
-                            if let end = ranges.last, end.upperBound == column { ranges[ranges.count - 1] = end.lowerBound..<(column + d) } else { ranges.append(column..<(column + d)) }
-                        }
-                        weights.wQKV.withUnsafeBufferPointer { w in weights.bQKV.withUnsafeBufferPointer { b in
-                            for range in ranges {
-                                for r in 0..<count { (out + r * 3 * hd + range.lowerBound).update(from: b.baseAddress! + range.lowerBound, count: range.count) }
-                                product(m: count, n: range.count, k: D, n, lda: D, w.baseAddress! + range.lowerBound, ldb: 3 * hd,
-                                        out + range.lowerBound, ldc: 3 * hd, beta: 1)
-                            }
-                        } }
-                    }
+                    attention.project(n, rows: count, only: members.map { ($0.x.projection, $0.h) }, into: out, schedule: .rowsAcrossCores)
                     // Into place: read rows into their rows of each state; inputs made once into the other states'
                     // rows of varying heads.
                     guard read || (group.once && V > 1) else { continue }
                     for (h, x) in members {
-                        let column = x.rawValue * hd + h * d
+                        let column = column(x, h)
                         for v in 0..<(group.once && !varying.contains(h) ? 1 : V) where read || v > 0 {
                             let block = group.once ? 0 : v
                             for i in 0..<blockRows {
@@ -556,7 +530,7 @@ final class GraphForward {
                 ablatedQKV[l].withUnsafeBufferPointer { a in
                     for h in onceHeads + varyingHeads {
                         for x in CircuitGraph.QKV.allCases {
-                            let directEdge = receiverDirect[senderInputs[headSenders[h]][x.rawValue]]!, column = x.rawValue * hd + h * d
+                            let directEdge = receiverDirect[senderInputs[headSenders[h]][x.rawValue]]!, column = column(x, h)
                             for v in 0..<(varying.contains(h) ? V : 1) where !states[v][directEdge] {
                                 let block = qkvBuffer + v * rows0 * 3 * hd
                                 for r in 0..<rows0 { (block + r * 3 * hd + column).update(from: a.baseAddress! + r * 3 * hd + column, count: d) }
@@ -564,32 +538,27 @@ final class GraphForward {
                         }
                     }
                 }
-                let causal = c.attentionDir == .causal
                 let queries = last ? readPositions : nil
                 if !onceHeads.isEmpty {
-                    Attention.fused(qkv: qkvBuffer, AttentionShape(batch: B, positions: P, heads: H, headDim: d, causal: causal),
-                                    attnScale: c.effectiveAttnScale, into: z, heads: onceHeads, queries: queries)
+                    attention.fused(qkvBuffer, batch: B, positions: P, into: z, heads: onceHeads, queries: queries)
                 }
                 if !varyingHeads.isEmpty {
-                    Attention.fused(qkv: qkvBuffer, AttentionShape(batch: V * B, positions: P, heads: H, headDim: d, causal: causal),
-                                    attnScale: c.effectiveAttnScale, into: z, heads: varyingHeads, queries: queries)
+                    attention.fused(qkvBuffer, batch: V * B, positions: P, into: z, heads: varyingHeads, queries: queries)
                 }
                 // Each head's output z_h·W_O[h] is a sender (b_O is in the clean and ablated inputs).
                 let blockRows = last ? R : rows0
                 let zRead = make(last ? V * R * d : 0), out = make(V * blockRows * D)
-                weights.wO.withUnsafeBufferPointer { wO in
-                    for h in onceHeads + varyingHeads {
-                        let blocks = varying.contains(h) ? V : 1
-                        if last {
-                            for v in 0..<blocks {
-                                for i in 0..<R { (zRead + (v * R + i) * d).update(from: z + (v * rows0 + readRows[i]) * hd + h * d, count: d) }
-                            }
-                            product(m: blocks * R, n: D, k: d, zRead, lda: d, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
-                        } else {
-                            product(m: blocks * rows0, n: D, k: d, z + h * d, lda: hd, wO.baseAddress! + h * d * D, ldb: D, out, ldc: D)
+                for h in onceHeads + varyingHeads {
+                    let blocks = varying.contains(h) ? V : 1
+                    if last {
+                        for v in 0..<blocks {
+                            for i in 0..<R { (zRead + (v * R + i) * d).update(from: z + (v * rows0 + readRows[i]) * hd + h * d, count: d) }
                         }
-                        record(headSenders[h], output: out, shared: blocks == 1, read: last)
+                        attention.headOutput(zRead, rows: blocks * R, ldz: d, head: h, into: out, schedule: .rowsAcrossCores)
+                    } else {
+                        attention.headOutput(z + h * d, rows: blocks * rows0, head: h, into: out, schedule: .rowsAcrossCores)
                     }
+                    record(headSenders[h], output: out, shared: blocks == 1, read: last)
                 }
             }
             mlp(l, atReadRows: l == L - 1)
@@ -598,10 +567,10 @@ final class GraphForward {
         let final = make(V * R * D)
         for v in 0..<V { receiverInput(.output, variant: v, atReadRows: true, clean: cleanFinal, ablated: ablatedFinal, into: final + v * R * D) }
         let readRowCount = V * R
-        let n = normalize(final, rows: readRowCount, parameters: model.lnFinal, mean: nil, scale: nil, out: final)
-        let width = unembedBias.count
+        let n = model.lnFinal.forward(final, rows: readRowCount, out: final)
+        let width = unembedding.width
         let logits = make(readRowCount * width)
-        linear(n, rows: readRowCount, width: D, weight: unembedWeight, bias: unembedBias, outWidth: width, into: logits)
+        unembedding.forward(n, rows: readRowCount, into: logits, schedule: .rowsAcrossCores)
         var values: [Double] = []
         for v in 0..<V {
             let count = R * width
@@ -610,43 +579,15 @@ final class GraphForward {
         }
         return values
     }
+}
 
-    // MARK: - Kernels
-
-    /// Layer normalisation as the config says, into `out` (may be `x`). Returns what the next component reads.
-    private func normalize(_ x: UnsafeMutablePointer<Float>, rows: Int, parameters: (w: [Float], b: [Float])?,
-                           mean: UnsafeMutablePointer<Float>?, scale: UnsafeMutablePointer<Float>?,
-                           out: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
-        guard c.normalization != .none else { return x }
-        let m = mean ?? UnsafeMutablePointer<Float>.allocate(capacity: rows), s = scale ?? UnsafeMutablePointer<Float>.allocate(capacity: rows)
-        defer { if mean == nil { m.deallocate() }; if scale == nil { s.deallocate() } }
-        LayerNorm.statistics(x, rows: rows, width: D, eps: c.eps, mean: m, scale: s)
-        if let parameters {
-            parameters.w.withUnsafeBufferPointer { w in parameters.b.withUnsafeBufferPointer { b in
-                LayerNorm.normalize(x, rows: rows, width: D, mean: m, scale: s, weight: w.baseAddress, bias: b.baseAddress, out: out)
-            } }
-        } else {
-            LayerNorm.normalize(x, rows: rows, width: D, mean: m, scale: s, weight: nil, bias: nil, out: out)
+extension CircuitGraph.QKV {
+    /// The attention projection this head input is.
+    var projection: SelfAttention.Projection {
+        switch self {
+        case .q: return .q
+        case .k: return .k
+        case .v: return .v
         }
-        return out
-    }
-
-    /// A matrix product: small ones as one BLAS call (it stays on one thread), large ones split by rows across cores
-    /// as single-threaded calls (OpenBLAS's own threads would spin against the element-wise work in between).
-    private func product(m: Int, n: Int, k: Int, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                         _ c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
-        if m * n * k < 1 << 22 {
-            GEMM.multiply(m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, c, ldc: ldc, beta: beta)
-        } else {
-            GEMM.multiplySplittingRows(m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, c, ldc: ldc, beta: beta)
-        }
-    }
-
-    private func linear(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], bias: [Float], outWidth: Int,
-                        into out: UnsafeMutablePointer<Float>) {
-        weight.withUnsafeBufferPointer { w in bias.withUnsafeBufferPointer { b in
-            for r in 0..<rows { (out + r * outWidth).update(from: b.baseAddress!, count: outWidth) }
-            product(m: rows, n: outWidth, k: width, x, lda: width, w.baseAddress!, ldb: outWidth, out, ldc: outWidth, beta: 1)
-        } }
     }
 }

@@ -183,7 +183,7 @@ public struct FeatureDashboard: Sendable {
         let latents = sae.config.dSAE, width = sae.config.dIn, vocabulary = model.config.dVocabOut
         var out = [Float](repeating: 0, count: latents * vocabulary)
         sae.parameters.wDec.withUnsafeBufferPointer { dec in
-            model.wU.withUnsafeBufferPointer { unembed in
+            model.unembedding.linear.weight.withUnsafeBufferPointer { unembed in
                 out.withUnsafeMutableBufferPointer { c in
                     GEMM.multiply(m: latents, n: vocabulary, k: width, dec.baseAddress!, lda: width,
                                   unembed.baseAddress!, ldb: vocabulary, c.baseAddress!, ldc: vocabulary)

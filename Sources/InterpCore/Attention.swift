@@ -86,33 +86,97 @@ public enum Attention {
         }
     }
 
-    /// All three steps at once, `z` from `qkv`, one (batch, head) at a time across cores: for short sequences and
-    /// small heads, where a matrix product per (batch, head) costs more in calls than in arithmetic. No hooks can sit
-    /// between the steps.
-    /// `heads` restricts the work to some heads (their z columns only are written), `queries` to some query
-    /// positions (their z rows only).
+    /// All three steps at once over a batch's own keys and values, `z` from `qkv`, one (batch, head) at a time
+    /// across cores: for short sequences and small heads, where a matrix product per (batch, head) costs more in calls
+    /// than in arithmetic. No hooks can sit between the steps. `heads` restricts the work to some heads (their z columns
+    /// only are written), `queries` to some query positions (their z rows only).
     public static func fused(qkv: UnsafePointer<Float>, _ shape: AttentionShape, attnScale: Float, into z: UnsafeMutablePointer<Float>,
                              heads: [Int]? = nil, queries: [Int]? = nil) {
-        let p = shape.positions, d = shape.headDim, ld = shape.qkvWidth, hd = shape.zWidth
-        let which = heads ?? Array(0..<shape.heads), H = which.count
-        let inverseScale = 1 / attnScale
-        parallelChunks(shape.batch * H, minimumChunk: max(1, 4096 / max(p * p * d, 1))) { items in
-            let row = UnsafeMutablePointer<Float>.allocate(capacity: p)
-            defer { row.deallocate() }
+        let p = shape.positions, ld = shape.qkvWidth, hd = shape.zWidth
+        attend(sequences: shape.batch, heads: heads ?? Array(0..<shape.heads), headDim: shape.headDim, positions: p,
+               causal: shape.causal, attnScale: attnScale, queryList: queries,
+               minimumChunk: max(1, 4096 / max(p * p * shape.headDim, 1))) { b in
+            let base = qkv + b * p * ld
+            return AttentionSequence(keyValues: KeyValueSource(keys: base + hd, values: base + 2 * hd, stride: ld),
+                                     queries: PositionRows(base, stride: ld),
+                                     output: PositionRows(z + b * p * hd, stride: hd), queryRange: 0..<p)
+        }
+    }
+
+    /// What `attend` does: everything (scores, softmax and the mix, one row at a time, nothing kept), or one half of
+    /// it, so that the pattern can be read or changed in between.
+    public enum Step: Sendable {
+        case all
+        /// Scores and softmax into each sequence's `pattern` rows.
+        case pattern
+        /// The mix of the `pattern` rows as they are (over every key position, since an edited pattern may weigh
+        /// positions the causal mask had zeroed).
+        case mix
+    }
+
+    /// Attention of chosen query positions over a key/value source, per (sequence, head) across cores:
+    /// `out[q, h] = Σ_k softmax_k(Q[q, h] · K[k, h] / attnScale) · V[k, h]`, keys `k ≤ q` when causal.
+    ///
+    /// Each sequence says where its queries, keys, values and outputs are (`sequence(i)`); its keys may come from
+    /// two places (a prefix kept from another run, then its own rows). The heads are `heads` of `headDim` floats
+    /// each, at column `h · headDim` of the query and output rows and at column `(h / groupSize) · headDim` of the
+    /// key and value rows (`groupSize` query heads share a key/value head). `queryList`, when given, replaces every
+    /// sequence's `queryRange`.
+    public static func attend(sequences count: Int, heads: [Int], headDim d: Int, positions: Int, causal: Bool,
+                              attnScale: Float, groupSize: Int = 1, queryList: [Int]? = nil, step: Step = .all,
+                              minimumChunk: Int = 1, sequence: (Int) -> AttentionSequence) {
+        let H = heads.count, inverseScale = 1 / attnScale
+        guard H > 0, count > 0 else { return }
+        parallelChunks(count * H, minimumChunk: minimumChunk) { items in
+            let scratch = step == .all ? UnsafeMutablePointer<Float>.allocate(capacity: max(positions, 1)) : nil
+            defer { scratch?.deallocate() }
+            var current = -1
+            var s = sequence(items.lowerBound / H)
             for item in items {
-                let b = item / H, h = which[item % H]
-                let base = qkv + b * p * ld
-                for q in queries ?? Array(0..<p) {
-                    let query = base + q * ld + h * d
-                    let valid = shape.causal ? q + 1 : p
-                    for k in 0..<valid { row[k] = vectorDot(query, base + k * ld + hd + h * d, d) * inverseScale }
-                    softmaxRow(row, valid: valid, width: p)
-                    let out = z + (b * p + q) * hd + h * d
+                let i = item / H, h = heads[item % H], kvColumn = (h / groupSize) * d
+                if i != current { s = sequence(i); current = i }
+                let source = s.keyValues
+                func attendRow(_ q: Int) {
+                    let valid = causal ? q + 1 : positions
+                    let row = step == .all ? scratch! : s.pattern!.row(q) + h * positions
+                    if step != .mix {
+                        let query = s.queries.row(q) + h * d
+                        source.forEachKey(upTo: valid, column: kvColumn) { k, key in row[k] = vectorDot(query, key, d) * inverseScale }
+                        softmaxRow(row, valid: valid, width: positions)
+                        if step == .pattern { return }
+                    }
+                    let out = s.output.row(q) + h * d
                     out.update(repeating: 0, count: d)
-                    for k in 0..<valid { vectorAddScaled(out, row[k], base + k * ld + 2 * hd + h * d, d) }
+                    if step == .all {
+                        source.forEachValue(upTo: valid, column: kvColumn) { k, value in vectorAddScaled(out, row[k], value, d) }
+                    } else {
+                        source.forEachValue(upTo: positions, column: kvColumn) { k, value in
+                            if row[k] != 0 { vectorAddScaled(out, row[k], value, d) }
+                        }
+                    }
                 }
+                if let queryList { for q in queryList { attendRow(q) } } else { for q in s.queryRange { attendRow(q) } }
             }
         }
+    }
+
+    /// Reference for `attend`: one sequence, one head, every step in Double from the key and value rows as the
+    /// source gives them. Returns the pattern `[queries.count, positions]` and the output `[queries.count, d]`.
+    public static func attendNaive(queries: [[Float]], queryPositions: [Int], keys: [[Float]], values: [[Float]],
+                                   causal: Bool, attnScale: Float) -> (pattern: [[Float]], out: [[Float]]) {
+        let positions = keys.count, d = values.first?.count ?? 0
+        var patterns: [[Float]] = [], outs: [[Float]] = []
+        for (query, q) in zip(queries, queryPositions) {
+            let valid = causal ? q + 1 : positions
+            let scores = (0..<valid).map { k in zip(query, keys[k]).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } / Double(attnScale) }
+            let maximum = scores.max() ?? 0
+            let exps = scores.map { Foundation.exp($0 - maximum) }
+            let total = exps.reduce(0, +)
+            let weights = exps.map { $0 / total } + [Double](repeating: 0, count: positions - valid)
+            patterns.append(weights.map(Float.init))
+            outs.append((0..<d).map { i in Float((0..<positions).reduce(0.0) { $0 + weights[$1] * Double(values[$1][i]) }) })
+        }
+        return (patterns, outs)
     }
 
     /// Reference: all three steps with loops in Double.
@@ -154,3 +218,105 @@ public enum Attention {
 }
 
 import Foundation
+
+/// Rows of floats indexed by sequence position: position `p`'s row is at `base + (p − first) · stride`.
+public struct PositionRows {
+    public var base: UnsafeMutablePointer<Float>
+    public var first: Int
+    public var stride: Int
+
+    public init(_ base: UnsafeMutablePointer<Float>, first: Int = 0, stride: Int) {
+        self.base = base
+        self.first = first
+        self.stride = stride
+    }
+
+    public init(_ base: UnsafePointer<Float>, first: Int = 0, stride: Int) {
+        self.init(UnsafeMutablePointer(mutating: base), first: first, stride: stride)
+    }
+
+    @inline(__always) public func row(_ position: Int) -> UnsafeMutablePointer<Float> { base + (position - first) * stride }
+}
+
+/// Where one sequence's keys and values are: positions before `split` in a prefix (kept from another run, or a
+/// cache), positions from `split` on in the sequence's own rows, whose first row is position `split`.
+public struct KeyValueSource {
+    public var prefixKeys: UnsafePointer<Float>?, prefixValues: UnsafePointer<Float>?, prefixStride: Int
+    public var keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int
+    public var split: Int
+
+    /// Keys and values all in the sequence's own rows.
+    public init(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int) {
+        self.init(prefixKeys: nil, prefixValues: nil, prefixStride: 0, split: 0, keys: keys, values: values, stride: stride)
+    }
+
+    public init(prefixKeys: UnsafePointer<Float>?, prefixValues: UnsafePointer<Float>?, prefixStride: Int, split: Int,
+                keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int) {
+        precondition(split == 0 || (prefixKeys != nil && prefixValues != nil), "a key/value prefix needs its rows")
+        self.prefixKeys = prefixKeys
+        self.prefixValues = prefixValues
+        self.prefixStride = prefixStride
+        self.keys = keys
+        self.values = values
+        self.stride = stride
+        self.split = split
+    }
+
+    @inline(__always) public func key(_ position: Int) -> UnsafePointer<Float> {
+        position < split ? prefixKeys! + position * prefixStride : keys + (position - split) * stride
+    }
+
+    @inline(__always) public func value(_ position: Int) -> UnsafePointer<Float> {
+        position < split ? prefixValues! + position * prefixStride : values + (position - split) * stride
+    }
+
+    /// `body(k, key k + column)` for k in 0..<end: the prefix's rows, then the sequence's own, with no test per key.
+    @inline(__always) func forEachKey(upTo end: Int, column: Int, _ body: (Int, UnsafePointer<Float>) -> Void) {
+        walk(prefixKeys, keys, upTo: end, column: column, body)
+    }
+
+    /// `body(k, value k + column)` for k in 0..<end.
+    @inline(__always) func forEachValue(upTo end: Int, column: Int, _ body: (Int, UnsafePointer<Float>) -> Void) {
+        walk(prefixValues, values, upTo: end, column: column, body)
+    }
+
+    @inline(__always) private func walk(_ prefix: UnsafePointer<Float>?, _ own: UnsafePointer<Float>, upTo end: Int, column: Int,
+                                        _ body: (Int, UnsafePointer<Float>) -> Void) {
+        var k = 0
+        if let prefix {
+            var p = prefix + column
+            while k < min(split, end) {
+                body(k, p)
+                p += prefixStride
+                k += 1
+            }
+        }
+        guard k < end else { return }
+        var p = own + column + (k - split) * stride
+        while k < end {
+            body(k, p)
+            p += stride
+            k += 1
+        }
+    }
+}
+
+/// One sequence of an `Attention.attend` call: its keys and values, its query rows, its output rows, its pattern rows
+/// (for the split steps: per query position, the heads' rows `positions` floats each, one after another) and the
+/// query positions it attends from.
+public struct AttentionSequence {
+    public var keyValues: KeyValueSource
+    public var queries: PositionRows
+    public var output: PositionRows
+    public var pattern: PositionRows?
+    public var queryRange: Range<Int>
+
+    public init(keyValues: KeyValueSource, queries: PositionRows, output: PositionRows, pattern: PositionRows? = nil,
+                queryRange: Range<Int>) {
+        self.keyValues = keyValues
+        self.queries = queries
+        self.output = output
+        self.pattern = pattern
+        self.queryRange = queryRange
+    }
+}

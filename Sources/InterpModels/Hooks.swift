@@ -37,6 +37,10 @@ public struct Hooks {
 public struct ActivationCache: Sendable {
     public internal(set) var activations: [HookName: Tensor] = [:]
 
+    public init(_ activations: [HookName: Tensor] = [:]) {
+        self.activations = activations
+    }
+
     public subscript(_ name: HookName) -> Tensor? { activations[name] }
 
     /// Recorded hook names in forward order.

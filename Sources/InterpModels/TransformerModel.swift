@@ -1,34 +1,23 @@
 import InterpCore
 
-/// A loaded model: its config and its weights, laid out for the forward pass.
-///
-/// Attention weights are packed per layer as one `[d_model, 3·n_heads·d_head]` matrix (Q heads | K heads | V heads),
-/// so one GEMM makes `q`, `k` and `v` and each of `hook_q/k/v` `[batch, pos, head, d_head]` is a column block of it.
+/// A loaded model: its config and its weights, as the components the forward pass is built from.
 public final class TransformerModel: @unchecked Sendable {
-    /// One block's weights, in the layout the forward pass uses (read-only from outside the module).
-    public struct Layer: Sendable {
-        public internal(set) var ln1: (w: [Float], b: [Float])?
-        /// `[d_model, 3·H·d]`: columns are the Q heads, then the K heads, then the V heads, each `d_head` wide.
-        public internal(set) var wQKV: [Float]
-        public internal(set) var bQKV: [Float]        // [3·H·d]
-        public internal(set) var wO: [Float]          // [H·d, d_model]
-        public internal(set) var bO: [Float]          // [d_model]
-        public internal(set) var ln2: (w: [Float], b: [Float])?
-        public internal(set) var wIn: [Float]         // [d_model, d_mlp]
-        public internal(set) var bIn: [Float]         // [d_mlp]
-        public internal(set) var wOut: [Float]        // [d_mlp, d_model]
-        public internal(set) var bOut: [Float]        // [d_model]
+    /// One transformer block: normalisation, attention, and (unless attention-only) normalisation and MLP.
+    public struct Block: Sendable {
+        public let ln1: Norm
+        public let attention: SelfAttention
+        /// Nil in an attention-only model.
+        public let ln2: Norm?
+        public let mlp: MLP?
     }
 
     public let config: ModelConfig
     /// Where the weights came from ("transformer_lens" or "huggingface-gpt2").
     public let sourceFormat: String
-    public let wE: [Float]              // [d_vocab, d_model]
-    public let wPos: [Float]            // [n_ctx, d_model]
-    public let layers: [Layer]
-    public let lnFinal: (w: [Float], b: [Float])?
-    public let wU: [Float]              // [d_model, d_vocab_out]
-    public let bU: [Float]              // [d_vocab_out]
+    public let embedding: Embedding
+    public let blocks: [Block]
+    public let lnFinal: Norm
+    public let unembedding: Unembedding
 
     /// Builds a model from a TransformerLens-named state dict. Strict: every parameter of `ParameterTable` must be
     /// present with its exact shape, and nothing else may be (TL's mask/IGNORE buffers excepted).
@@ -53,39 +42,32 @@ public final class TransformerModel: @unchecked Sendable {
         }
 
         func get(_ name: String) -> [Float] { stateDict[name]!.scalars }
-        let c = config
+        let c = config, D = c.dModel
         self.config = config
         self.sourceFormat = sourceFormat
-        wE = get("embed.W_E")
-        wPos = get("pos_embed.W_pos")
-        let affine = c.normalization == .layerNorm
-        let hd = c.nHeads * c.dHead
-        layers = (0..<c.nLayers).map { l in
-            let p = "blocks.\(l)."
-            var wQKV = [Float](repeating: 0, count: c.dModel * 3 * hd)
-            var bQKV = [Float](repeating: 0, count: 3 * hd)
-            for (block, name) in ["Q", "K", "V"].enumerated() {
-                let w = get(p + "attn.W_" + name), b = get(p + "attn.b_" + name)
-                for h in 0..<c.nHeads {
-                    for i in 0..<c.dModel {
-                        for j in 0..<c.dHead {
-                            wQKV[i * 3 * hd + block * hd + h * c.dHead + j] = w[(h * c.dModel + i) * c.dHead + j]
-                        }
-                    }
-                    for j in 0..<c.dHead { bQKV[block * hd + h * c.dHead + j] = b[h * c.dHead + j] }
-                }
+        embedding = Embedding(tokens: get("embed.W_E"), positions: get("pos_embed.W_pos"), dModel: D)
+        func norm(_ prefix: String) -> Norm {
+            switch c.normalization {
+            case .layerNorm: return Norm(kind: .layerNorm, width: D, eps: c.eps, weight: get(prefix + ".w"), bias: get(prefix + ".b"))
+            case .layerNormPre: return Norm(kind: .layerNormPre, width: D, eps: c.eps)
+            case .none: return Norm(kind: .none, width: D, eps: c.eps)
             }
-            return Layer(
-                ln1: affine ? (get(p + "ln1.w"), get(p + "ln1.b")) : nil,
-                wQKV: wQKV, bQKV: bQKV,
-                wO: get(p + "attn.W_O"), bO: get(p + "attn.b_O"),
-                ln2: affine && !c.attnOnly ? (get(p + "ln2.w"), get(p + "ln2.b")) : nil,
-                wIn: c.attnOnly ? [] : get(p + "mlp.W_in"), bIn: c.attnOnly ? [] : get(p + "mlp.b_in"),
-                wOut: c.attnOnly ? [] : get(p + "mlp.W_out"), bOut: c.attnOnly ? [] : get(p + "mlp.b_out"))
         }
-        lnFinal = affine ? (get("ln_final.w"), get("ln_final.b")) : nil
-        wU = get("unembed.W_U")
-        bU = get("unembed.b_U")
+        blocks = (0..<c.nLayers).map { l in
+            let p = "blocks.\(l)."
+            let attention = SelfAttention(
+                wQ: get(p + "attn.W_Q"), wK: get(p + "attn.W_K"), wV: get(p + "attn.W_V"),
+                bQ: get(p + "attn.b_Q"), bK: get(p + "attn.b_K"), bV: get(p + "attn.b_V"),
+                wO: get(p + "attn.W_O"), bO: get(p + "attn.b_O"),
+                heads: c.nHeads, headDim: c.dHead, dModel: D, causal: c.attentionDir == .causal, attnScale: c.effectiveAttnScale)
+            guard !c.attnOnly else { return Block(ln1: norm(p + "ln1"), attention: attention, ln2: nil, mlp: nil) }
+            let mlp = MLP(input: Linear(weight: get(p + "mlp.W_in"), bias: get(p + "mlp.b_in"), inWidth: D, outWidth: c.dMLP),
+                          output: Linear(weight: get(p + "mlp.W_out"), bias: get(p + "mlp.b_out"), inWidth: c.dMLP, outWidth: D),
+                          activation: c.actFn!)
+            return Block(ln1: norm(p + "ln1"), attention: attention, ln2: norm(p + "ln2"), mlp: mlp)
+        }
+        lnFinal = norm("ln_final")
+        unembedding = Unembedding(weight: get("unembed.W_U"), bias: get("unembed.b_U"), dModel: D, vocabulary: c.dVocabOut)
     }
 
     /// The parameters under their TransformerLens names and shapes.

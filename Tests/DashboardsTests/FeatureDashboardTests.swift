@@ -180,7 +180,7 @@ import Testing
         let vocabulary = model.config.dVocabOut, width = sae.config.dIn
         for latent in [0, 17, sae.config.dSAE - 1] {
             let terms = (0..<vocabulary).map { t in
-                (0..<width).map { Double(sae.parameters.wDec.scalars[latent * width + $0]) * Double(model.wU[$0 * vocabulary + t]) }
+                (0..<width).map { Double(sae.parameters.wDec.scalars[latent * width + $0]) * Double(model.unembedding.linear.weight[$0 * vocabulary + t]) }
             }
             let effects = terms.map { $0.reduce(0, +) }
             let bounds = terms.map { Double(width + 1) * Double(Float.ulpOfOne) * $0.map(Swift.abs).reduce(0, +) }

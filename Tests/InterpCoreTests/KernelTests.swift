@@ -236,3 +236,169 @@ import Testing
         }
     }
 }
+
+/// The row-wise attention kernel (`Attention.attend`, and `fused` built on it, which ACDC's graph forward runs) against
+/// the Double reference, with worst-case rounding bounds.
+@Suite struct RowAttentionTests {
+    static let epsilon = Double(Float.ulpOfOne)
+
+    func random(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var rng = SeededRandom(seed: seed)
+        return (0..<count).map { _ in rng.nextNormal() * scale }
+    }
+
+    /// Worst-case bounds on one query's pattern and output. A score (a d-term dot product, then a scaling) errs by at
+    /// most (d+2)ε·Σ|q_i k_i|/scale, and subtracting the row's maximum adds ε·(|s_k| + |s_max|): δ in all. The
+    /// softmax of scores off by at most δ is off by a factor within exp(±2δ)·(1 ± (p+8)ε) (exp ≈ 2 ulp, the sum p
+    /// terms, the division). The mix adds (p+2)ε·Σ p_k|v_k|.
+    func bounds(query: [Float], keys: [[Float]], values: [[Float]], pattern: [Float], causal: Bool, q: Int, attnScale: Float)
+        -> (pattern: [Double], out: [Double]) {
+        let p = keys.count, valid = causal ? q + 1 : p, eps = Self.epsilon
+        var scores: [Double] = [], absolutes: [Double] = []
+        for k in 0..<valid {
+            var dot = 0.0, absolute = 0.0
+            for (x, y) in zip(query, keys[k]) {
+                dot += Double(x) * Double(y)
+                absolute += abs(Double(x) * Double(y))
+            }
+            scores.append(dot / Double(attnScale))
+            absolutes.append(absolute / Double(attnScale))
+        }
+        let maximum = scores.map { abs($0) }.max() ?? 0
+        var delta = 0.0
+        for k in 0..<valid {
+            delta = max(delta, Double(query.count + 2) * eps * absolutes[k] + eps * (abs(scores[k]) + maximum))
+        }
+        let factor = Foundation.exp(2 * delta) * (1 + Double(p + 8) * eps) - 1
+        let patternBound = pattern.map { Double($0) * factor + eps }
+        var out: [Double] = []
+        for i in 0..<(values.first?.count ?? 0) {
+            var sum = 0.0
+            for k in 0..<p {
+                let weightBound = patternBound[k] + Double(p + 2) * eps * Double(pattern[k])
+                sum += weightBound * abs(Double(values[k][i]))
+            }
+            out.append(sum)
+        }
+        return (patternBound, out)
+    }
+
+    @Test(arguments: [(1, 1, 1, 1), (2, 7, 3, 5), (3, 13, 2, 16), (1, 33, 4, 8)], [true, false])
+    func fusedMatchesNaive(dims: (Int, Int, Int, Int), causal: Bool) {
+        let (batch, p, heads, d) = dims
+        let shape = AttentionShape(batch: batch, positions: p, heads: heads, headDim: d, causal: causal)
+        let ld = shape.qkvWidth, hd = shape.zWidth
+        let qkv = random(batch * p * ld, seed: 9, scale: 2)
+        // Every other head and every third query (from the last), as ACDC's graph forward asks for some of each.
+        let chosenHeads = Array(stride(from: heads - 1, through: 0, by: -2)), queries = Array(stride(from: p - 1, through: 0, by: -3))
+        let sentinel: Float = 1234
+        var z = [Float](repeating: sentinel, count: batch * p * hd)
+        Attention.fused(qkv: qkv, shape, attnScale: 2.5, into: &z, heads: chosenHeads, queries: queries)
+        var failures: [String] = []
+        for b in 0..<batch {
+            for h in 0..<heads {
+                func row(_ r: Int, _ offset: Int) -> [Float] { Array(qkv[((b * p + r) * ld + offset + h * d)..<((b * p + r) * ld + offset + h * d + d)]) }
+                let keys = (0..<p).map { row($0, hd) }, values = (0..<p).map { row($0, 2 * hd) }
+                for q in 0..<p {
+                    let got = Array(z[((b * p + q) * hd + h * d)..<((b * p + q) * hd + h * d + d)])
+                    guard chosenHeads.contains(h) && queries.contains(q) else {
+                        if got.contains(where: { $0 != sentinel }) { failures.append("b\(b) h\(h) q\(q) written but not asked for") }
+                        continue
+                    }
+                    let reference = Attention.attendNaive(queries: [row(q, 0)], queryPositions: [q], keys: keys, values: values,
+                                                          causal: causal, attnScale: 2.5)
+                    let bound = bounds(query: row(q, 0), keys: keys, values: values, pattern: reference.pattern[0], causal: causal, q: q, attnScale: 2.5)
+                    for i in 0..<d where abs(Double(got[i]) - Double(reference.out[0][i])) > bound.out[i] {
+                        failures.append("b\(b) h\(h) q\(q) [\(i)]: \(got[i]) vs \(reference.out[0][i]) (bound \(bound.out[i]))")
+                    }
+                }
+            }
+        }
+        #expect(failures.isEmpty, "\(failures.prefix(5))")
+    }
+
+    /// Keys and values from two places (a prefix kept elsewhere, then the sequence's own rows), grouped key/value
+    /// heads, and the two split steps with a pattern edit in between.
+    @Test(arguments: [(5, 2, 0), (9, 3, 4), (6, 1, 5)], [true, false])
+    func attendOverAPrefixMatchesNaive(dims: (Int, Int, Int), causal: Bool) {
+        let (p, groupSize, split) = dims
+        let heads = 2 * groupSize, kvHeads = 2, d = 3, sequences = 2
+        let qWidth = heads * d, kvWidth = kvHeads * d, ownStride = qWidth + 2 * kvWidth
+        // Own rows hold positions split..<p as [q | k | v]; the prefix holds k and v of positions 0..<split as [k | v].
+        let own = random(sequences * (p - split) * ownStride, seed: 21, scale: 1.5)
+        let prefix = random(sequences * max(split, 1) * 2 * kvWidth, seed: 22, scale: 1.5)
+        var out = [Float](repeating: 0, count: sequences * p * qWidth)
+        var pattern = [Float](repeating: 0, count: sequences * p * heads * p)
+        var together = out, togetherPattern = pattern
+        func run(_ step: Attention.Step, out: UnsafeMutablePointer<Float>, pattern: UnsafeMutablePointer<Float>) {
+            own.withUnsafeBufferPointer { own in prefix.withUnsafeBufferPointer { prefix in
+                Attention.attend(sequences: sequences, heads: Array(0..<heads), headDim: d, positions: p, causal: causal,
+                                 attnScale: 1.7, groupSize: groupSize, step: step) { s in
+                    let rows = own.baseAddress! + s * (p - split) * ownStride, kept = prefix.baseAddress! + s * max(split, 1) * 2 * kvWidth
+                    return AttentionSequence(
+                        keyValues: KeyValueSource(prefixKeys: kept, prefixValues: kept + kvWidth, prefixStride: 2 * kvWidth, split: split,
+                                                  keys: rows + qWidth, values: rows + qWidth + kvWidth, stride: ownStride),
+                        queries: PositionRows(rows, first: split, stride: ownStride),
+                        output: PositionRows(out + s * p * qWidth, first: 0, stride: qWidth),
+                        pattern: PositionRows(pattern + s * p * heads * p, first: 0, stride: heads * p),
+                        queryRange: split..<p)
+                }
+            } }
+        }
+        run(.pattern, out: &out, pattern: &pattern)
+        run(.mix, out: &out, pattern: &pattern)
+        var failures: [String] = []
+        for s in 0..<sequences {
+            for h in 0..<heads {
+                let kv = h / groupSize
+                func ownRow(_ position: Int, _ offset: Int, _ width: Int) -> [Float] {
+                    let start = (s * (p - split) + position - split) * ownStride + offset
+                    return Array(own[start..<(start + width)])
+                }
+                func keptRow(_ position: Int, _ offset: Int) -> [Float] {
+                    let start = (s * max(split, 1) + position) * 2 * kvWidth + offset + kv * d
+                    return Array(prefix[start..<(start + d)])
+                }
+                let keys = (0..<p).map { $0 < split ? keptRow($0, 0) : ownRow($0, qWidth + kv * d, d) }
+                let values = (0..<p).map { $0 < split ? keptRow($0, kvWidth) : ownRow($0, qWidth + kvWidth + kv * d, d) }
+                for q in split..<p {
+                    let query = ownRow(q, h * d, d)
+                    let reference = Attention.attendNaive(queries: [query], queryPositions: [q], keys: keys, values: values,
+                                                          causal: causal, attnScale: 1.7)
+                    let bound = bounds(query: query, keys: keys, values: values, pattern: reference.pattern[0], causal: causal, q: q, attnScale: 1.7)
+                    let patternStart = ((s * p + q) * heads + h) * p, outStart = (s * p + q) * qWidth + h * d
+                    for k in 0..<p where abs(Double(pattern[patternStart + k]) - Double(reference.pattern[0][k])) > bound.pattern[k] {
+                        failures.append("s\(s) h\(h) q\(q) pattern[\(k)]: \(pattern[patternStart + k]) vs \(reference.pattern[0][k])")
+                    }
+                    for i in 0..<d where abs(Double(out[outStart + i]) - Double(reference.out[0][i])) > bound.out[i] {
+                        failures.append("s\(s) h\(h) q\(q) out[\(i)]: \(out[outStart + i]) vs \(reference.out[0][i])")
+                    }
+                }
+            }
+        }
+        #expect(failures.isEmpty, "\(failures.prefix(5))")
+
+        // Both steps at once give the same output (the same arithmetic, nothing kept in between).
+        run(.all, out: &together, pattern: &togetherPattern)
+        #expect(together == out)
+
+        // An edited pattern is mixed as it stands, over every key, masked ones included: all weight on the last key.
+        for s in 0..<sequences {
+            for q in split..<p {
+                for h in 0..<heads {
+                    let start = ((s * p + q) * heads + h) * p
+                    for k in 0..<p { pattern[start + k] = k == p - 1 ? 1 : 0 }
+                }
+            }
+        }
+        run(.mix, out: &out, pattern: &pattern)
+        for s in 0..<sequences {
+            for q in split..<p {
+                for h in 0..<heads {
+                    let kv = h / groupSize, start = (s * (p - split) + p - 1 - split) * ownStride + qWidth + kvWidth + kv * d
+                    #expect(Array(out[((s * p + q) * qWidth + h * d)..<((s * p + q) * qWidth + h * d + d)]) == Array(own[start..<(start + d)]))
+                }
+            }
+        }
+    }
+}
