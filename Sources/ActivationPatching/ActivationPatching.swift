@@ -174,10 +174,15 @@ public enum ActivationPatching {
 
         let readCount = metric.logitIndices?.count ?? c.dVocabOut
         // With every position read, the logits of a batch are rows × vocabulary read: keep them to ~256 MB.
-        let rowLimit = max(1, metric.positions == .all ? min(maxRows, (64 << 20) / readCount) : maxRows)
+        let rowLimit = max(1, metric.positions != .last ? min(maxRows, (64 << 20) / readCount) : maxRows)
         // The base prompts' own logits ride along with the first batch: unedited runs, one row each when the
         // last position is read.
         let baseStart = metric.positions == .last && causal ? P - 1 : 0
+        // Runs hold the last position or every one; a metric of some positions reads those of every one.
+        func evaluate(_ read: Tensor) throws -> Double {
+            guard case let .these(list) = metric.positions else { return try metric.evaluate(read) }
+            return try metric.evaluate(read.selectingLogits(positions: list, indices: nil))
+        }
         let baseRuns = (0..<B).map { ContinuedRun(prompt: $0, start: baseStart, layer: 0, site: .residPre) { _ in } }
         var baseRead = Tensor(zeros: [0]), values = [Double?](repeating: nil, count: count)
         var first = 0
@@ -210,13 +215,13 @@ public enum ActivationPatching {
                         }
                     }
                 }
-                values[cell] = try metric.evaluate(read)
+                values[cell] = try evaluate(read)
             }
             first = last
             progress?(last < cells.count ? cells[last].cell : count, count)
         } while first < cells.count
         // Cells that change nothing have the base run's metric.
-        let baseValue = try metric.evaluate(baseRead)
+        let baseValue = try evaluate(baseRead)
         return PatchingTable(site: site, indexing: indexing, shape: shape, values: values.map { $0 ?? baseValue })
     }
 
@@ -330,89 +335,5 @@ public enum ActivationPatching {
     }
 }
 
-/// A number read off the logits of a run: what a patching table records per cell. It says which positions and which
-/// vocabulary entries it reads, so the fast path computes those logits only.
-public struct PatchingMetric {
-    /// The positions it reads (`.last`: it sees `[batch, 1, …]`).
-    public var positions: LogitPositions
-    /// The vocabulary entries it reads, in this order (it sees `[…, logitIndices.count]`); nil = all of them.
-    public var logitIndices: [Int]?
-    /// The metric of logits restricted to `positions` and `logitIndices`.
-    public var evaluate: (Tensor) throws -> Double
-
-    public init(positions: LogitPositions, logitIndices: [Int]? = nil, evaluate: @escaping (Tensor) throws -> Double) {
-        self.positions = positions
-        self.logitIndices = logitIndices
-        self.evaluate = evaluate
-    }
-
-    /// The metric of full logits `[batch, pos, vocab]`.
-    public func callAsFunction(_ logits: Tensor) throws -> Double { try evaluate(restricted(logits)) }
-
-    /// `logits` `[batch, pos, vocab]` cut down to what the metric reads.
-    public func restricted(_ logits: Tensor) -> Tensor {
-        let P = logits.shape[1]
-        if positions == .all && logitIndices == nil { return logits }
-        return logits.selectingLogits(positions: positions == .last ? [P - 1] : Array(0..<P), indices: logitIndices)
-    }
-
-    /// `logit[answer_b] − logit[wrong_b]` at the last position, averaged over prompts.
-    public static func logitDifference(answers: [Int], wrongs: [Int]) -> PatchingMetric {
-        let indices = Array(Set(answers + wrongs)).sorted()
-        let column = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
-        return PatchingMetric(positions: .last, logitIndices: indices) { logits in
-            try lastRowMean(logits, answers.count) { row, b in Double(row[column[answers[b]]!]) - Double(row[column[wrongs[b]]!]) }
-        }
-    }
-
-    /// `log softmax(logits)[answer_b]` at the last position, averaged over prompts.
-    public static func logProbability(answers: [Int]) -> PatchingMetric {
-        PatchingMetric(positions: .last) { logits in try lastRowMean(logits, answers.count) { row, b in logSoftmax(row)[answers[b]] } }
-    }
-
-    /// `softmax(logits)[answer_b]` at the last position, averaged over prompts.
-    public static func probability(answers: [Int]) -> PatchingMetric {
-        PatchingMetric(positions: .last) { logits in
-            try lastRowMean(logits, answers.count) { row, b in Foundation.exp(logSoftmax(row)[answers[b]]) }
-        }
-    }
-
-    /// `KL(clean ‖ patched) = Σ_v p_clean (log p_clean − log p_patched)` at the last position, averaged over prompts,
-    /// with the clean run's logits `[batch, pos, vocab]` given.
-    public static func klFromClean(cleanLogits: Tensor) -> PatchingMetric {
-        let V = cleanLogits.shape[2], P = cleanLogits.shape[1]
-        let reference = (0..<cleanLogits.shape[0]).map { b in
-            logSoftmax(Array(cleanLogits.scalars[((b * P + P - 1) * V)..<((b * P + P) * V)]))
-        }
-        return PatchingMetric(positions: .last) { logits in
-            try lastRowMean(logits, reference.count) { row, b in
-                let patched = logSoftmax(row)
-                var kl = 0.0
-                for v in 0..<row.count { kl += Foundation.exp(reference[b][v]) * (reference[b][v] - patched[v]) }
-                return kl
-            }
-        }
-    }
-
-    /// `(m − m_corrupted) / (m_clean − m_corrupted)`: 0 = no effect, 1 = fully restored (denoising).
-    public static func normalized(_ metric: PatchingMetric, clean: Double, corrupted: Double) -> PatchingMetric {
-        var out = metric
-        out.evaluate = { logits in (try metric.evaluate(logits) - corrupted) / (clean - corrupted) }
-        return out
-    }
-
-    static func logSoftmax(_ row: [Float]) -> [Double] {
-        let m = Double(row.max() ?? 0)
-        let logSum = Foundation.log(row.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }) + m
-        return row.map { Double($0) - logSum }
-    }
-
-    /// The mean over prompts of `body(last row, prompt)`.
-    static func lastRowMean(_ logits: Tensor, _ expected: Int, _ body: ([Float], Int) -> Double) throws -> Double {
-        let (B, P, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
-        guard expected == B else { throw InterpError("\(expected) answer tokens for \(B) prompts") }
-        var total = 0.0
-        for b in 0..<B { total += body(Array(logits.scalars[((b * P + P - 1) * V)..<((b * P + P) * V)]), b) }
-        return total / Double(B)
-    }
-}
+/// Patching's name for the one metric type of patching and circuit discovery.
+public typealias PatchingMetric = LogitMetric

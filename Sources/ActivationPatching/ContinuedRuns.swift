@@ -1,14 +1,6 @@
 import InterpCore
 import InterpModels
 
-/// Which positions of the logits a caller reads.
-public enum LogitPositions: String, Sendable {
-    /// The last position only.
-    case last
-    /// Every position.
-    case all
-}
-
 /// One run of a batch of prompts, kept so that edited copies of it can continue from the middle: per layer the
 /// residual stream entering the layer and the attention keys and values. It stops after the last layer; its logits,
 /// where wanted, come from `logits(of:)`.
@@ -92,7 +84,7 @@ extension TransformerModel {
     /// The base run's own logits `[batch, positions read, logits read]`, computed as unedited continued runs: in a
     /// causal model, reading the last position costs one row per prompt.
     /// `prompts` picks some of the base run's prompts (default all).
-    public func logits(of base: BaseRun, prompts: Range<Int>? = nil, positions: LogitPositions = .last,
+    public func logits(of base: BaseRun, prompts: Range<Int>? = nil, positions: MetricPositions = .last,
                        logitIndices: [Int]? = nil) throws -> Tensor {
         let prompts = prompts ?? 0..<base.tokens.batch, P = base.tokens.positions
         let start = positions == .last && config.attentionDir == .causal ? P - 1 : 0
@@ -104,13 +96,14 @@ extension TransformerModel {
 
     /// Continues `runs` from `base` as one batch: the rows of all runs go through each layer's matrix products
     /// together, each run's attention reads the base run's keys and values before its start, and a run joins at its
-    /// layer. Returns per run its logits `[positions read, logits read]`: the last position, or every position from
-    /// its start on; all of the vocabulary, or the entries `logitIndices` names, in that order.
+    /// layer. Returns per run its logits `[positions read, logits read]`: the last position (`.last`), or every position
+    /// from its start on (`.all`, and `.these`, which the caller cuts down); all of the vocabulary, or the entries
+    /// `logitIndices` names, in that order.
     ///
     /// Equal, up to float rounding, to a full forward of the prompt with the edit made by a hook, at the positions
     /// returned. In a causal model that holds when the edit changes nothing before `start`; a bidirectional model
     /// has every position depend on every other, so its runs must start at 0.
-    public func continueRuns(from base: BaseRun, _ runs: [ContinuedRun], positions: LogitPositions = .last,
+    public func continueRuns(from base: BaseRun, _ runs: [ContinuedRun], positions: MetricPositions = .last,
                              logitIndices: [Int]? = nil) throws -> [Tensor] {
         let P = base.tokens.positions
         for run in runs {

@@ -108,11 +108,12 @@ public struct CircuitTask: Sendable {
         switch name {
         case "logit-diff":
             guard let answers, let wrongs else { throw InterpError("--metric logit-diff needs \"answer\" and \"wrong\" in the task", file: file) }
-            return CircuitMetric.logitDifference(answers: answers, wrongs: wrongs, positions: clean.positions)
+            // ACDC minimises: the logit difference, negated.
+            return CircuitMetric.logitDifference(answers: answers, wrongs: wrongs).negated()
         case "kl":
-            return CircuitMetric.kl(cleanLogits: try model.run(clean), positions: readPositions)
+            return CircuitMetric.kl(cleanLogits: try model.run(clean), positions: .these(readPositions), fastExponentials: true)
         case "l2":
-            return CircuitMetric.l2(cleanLogits: try model.run(clean), positions: readPositions, logitIndices: logitIndices)
+            return CircuitMetric.l2(cleanLogits: try model.run(clean), positions: .these(readPositions), logitIndices: logitIndices)
         default:
             throw InterpError("unknown metric '\(name)' (logit-diff, kl, l2)")
         }

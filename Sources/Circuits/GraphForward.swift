@@ -341,7 +341,7 @@ final class GraphForward {
         let plan = plan(states, firstComputed: firstComputed), dead = plan.dead
         // After the last layer's keys and values only the rows the metric reads matter: from there on the runs
         // hold those rows alone ("read rows", `R` per state, prompt-major as the metric reads them).
-        let readPositions = metric.positions, R = B * readPositions.count
+        let readPositions = metric.positions.resolved(positions: P), R = B * readPositions.count
         let readRows = (0..<B).flatMap { b in readPositions.map { b * P + $0 } }
 
         // What the runs computed, per sender from the start on: its output − its ablated output ("delta") and, for

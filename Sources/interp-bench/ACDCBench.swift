@@ -32,7 +32,7 @@ struct ACDCBench: ParsableCommand {
             corrupted.append(other)
         }
         let cleanBatch = try TokenBatch(clean, config: config), corruptedBatch = try TokenBatch(corrupted, config: config)
-        let metric = CircuitMetric.kl(cleanLogits: try model.run(cleanBatch), positions: [positions - 1])
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(cleanBatch), positions: .last, fastExponentials: true)
         let settings = ACDC.Settings(threshold: threshold)
         var result: CircuitResult?, failure: Error?
         let times = measure(runs: gpt2 ? 1 : options.runs) {

@@ -86,7 +86,7 @@ struct PatchCommand: ParsableCommand {
         case "logit-diff": measure = PatchingMetric.logitDifference(answers: answers, wrongs: wrongs)
         case "logprob": measure = PatchingMetric.logProbability(answers: answers)
         case "prob": measure = PatchingMetric.probability(answers: answers)
-        default: measure = PatchingMetric.klFromClean(cleanLogits: cleanLogits)
+        default: measure = PatchingMetric.kl(cleanLogits: cleanLogits)
         }
         let cleanMetric = try measure(cleanLogits), corruptedMetric = try measure(corruptedLogits)
         if normalize {

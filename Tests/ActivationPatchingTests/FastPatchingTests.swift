@@ -38,7 +38,7 @@ import Testing
         }
         return [("logit-diff", PatchingMetric.logitDifference(answers: answers, wrongs: wrongs)),
                 ("logprob", PatchingMetric.logProbability(answers: answers)),
-                ("kl", PatchingMetric.klFromClean(cleanLogits: cleanLogits)),
+                ("kl", PatchingMetric.kl(cleanLogits: cleanLogits)),
                 ("every-position", everyPosition)]
     }
 
@@ -62,6 +62,22 @@ import Testing
                     }
                 }
             }
+        }
+    }
+
+    /// A metric of some positions (not the last only, not all): the fast path reads every position and cuts them down.
+    @Test func metricOfSomePositionsEqualsReference() throws {
+        let model = try ModelLoader.load(directory: Fixtures.model("gpt2-tl"))
+        let (clean, corrupted) = try Self.prompts(model.config)
+        let metric = PatchingMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1, 2])
+        for site in [PatchSite.residPre, .headOut] {
+            let slow = try ActivationPatching.reference(model: model, clean: clean, corrupted: corrupted, site: site,
+                                                        indexing: site.indexings[0], metric: metric)
+            let fast = try ActivationPatching.table(model: model, clean: clean, corrupted: corrupted, site: site,
+                                                    indexing: site.indexings[0], metric: metric)
+            let worst = zip(slow.values, fast.values).map { Swift.abs($0 - $1) }.max() ?? 0
+            #expect(fast.shape == slow.shape && worst <= 1e-4, "\(site.rawValue): max |Δ| \(worst)")
+            #expect(Set(fast.values.map { ($0 * 1e6).rounded() }).count > 1, "the table varies")
         }
     }
 

@@ -106,7 +106,7 @@ import Testing
         }
         #expect(Swift.abs(try PatchingMetric.logProbability(answers: prompts.answers)(corrupted) - logprob) < 1e-9)
         #expect(Swift.abs(try PatchingMetric.probability(answers: prompts.answers)(corrupted) - prob) < 1e-9)
-        let klMetric = PatchingMetric.klFromClean(cleanLogits: clean)
+        let klMetric = PatchingMetric.kl(cleanLogits: clean)
         let (klCorrupted, klClean) = (try klMetric(corrupted), try klMetric(clean))
         #expect(Swift.abs(klCorrupted - kl) < 1e-9 && kl > 0)
         #expect(Swift.abs(klClean) < 1e-12)

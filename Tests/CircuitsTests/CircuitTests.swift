@@ -57,7 +57,7 @@ import Testing
 
     /// KL(reference ‖ graph run) at every position.
     static func kl(to reference: Tensor) -> CircuitMetric {
-        CircuitMetric.kl(cleanLogits: reference, positions: Array(0..<reference.shape[1]))
+        CircuitMetric.kl(cleanLogits: reference, positions: .these(Array(0..<reference.shape[1])), fastExponentials: true)
     }
 
     /// Every edge present: the clean model (ACDC's `test_full_correspondence_zero_kl`). Every edge removed: the
@@ -107,7 +107,7 @@ import Testing
             let expected = try model.runWithHooks(clean, functions: hooks)
             // Every position, and the last alone (the fast path then computes the last layer's queries, attention and
             // outputs at that position only).
-            for metric in [Self.kl(to: expected), CircuitMetric.kl(cleanLogits: expected, positions: [expected.shape[1] - 1])] {
+            for metric in [Self.kl(to: expected), CircuitMetric.kl(cleanLogits: expected, positions: [expected.shape[1] - 1], fastExponentials: true)] {
                 let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: ablation, metric: metric)
                 let value = try forward.evaluate([graph.edges.map { !remove($0) }], from: .attention(layer: 0))[0]
                 #expect(Swift.abs(value) < Self.sameDistributionKL, "\(name) \(label), positions \(metric.positions): KL \(value)")
@@ -147,7 +147,7 @@ extension GraphForwardTests {
         let model = try ModelLoader.load(directory: Fixtures.model(name))
         let (clean, corrupted) = try Self.prompts(model.config)
         let graph = CircuitGraph(config: model.config), E = graph.edges.count
-        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1])
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1], fastExponentials: true)
         func forward() throws -> GraphForward {
             try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: .corrupted, metric: metric)
         }
@@ -207,9 +207,9 @@ extension GraphForwardTests {
         let cleanLogits = try model.run(clean), P = clean.positions
         let metric: CircuitMetric
         switch metricName {
-        case "logit-diff": metric = CircuitMetric.logitDifference(answers: [1, 2, 3], wrongs: [4, 5, 6], positions: P)
+        case "logit-diff": metric = CircuitMetric.logitDifference(answers: [1, 2, 3], wrongs: [4, 5, 6]).negated()
         case "l2": metric = CircuitMetric.l2(cleanLogits: cleanLogits, positions: [P - 2, P - 1], logitIndices: [0, 3, 7])
-        default: metric = CircuitMetric.kl(cleanLogits: cleanLogits, positions: [P - 1])
+        default: metric = CircuitMetric.kl(cleanLogits: cleanLogits, positions: [P - 1], fastExponentials: true)
         }
         // Fast and reference sum in other orders, so effects and metrics may differ by the rounding of the logits:
         // a KL or logit difference by twice their drift, an L2 over its 6 entries by √6 times it.
@@ -290,7 +290,7 @@ extension GraphForwardTests {
         struct Prompts: Decodable { let clean: [[Int]]; let corrupted: [[Int]] }
         let prompts = try JSONDecoder().decode(Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/induction-2l.json")))
         let clean = try TokenBatch(prompts.clean, config: model.config), corrupted = try TokenBatch(prompts.corrupted, config: model.config)
-        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1])
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1], fastExponentials: true)
         let result = try ACDC.run(model: model, clean: clean, corrupted: corrupted, metric: metric, settings: ACDC.Settings(threshold: 0.01))
         let kept = result.keptEdges.map { "\($0.source)->\($0.destination)" }
         #expect(kept.contains { $0.hasPrefix("a0.") && $0.contains("->a1.") && $0.hasSuffix(".k") }, "\(kept)")
@@ -355,7 +355,7 @@ extension GraphForwardTests {
             let row = Array(cleanLogits.scalars[((b * 8 + 7) * 8)..<((b * 8 + 8) * 8)])
             #expect(row.firstIndex(of: row.max()!) == answer)
         }
-        let metric = CircuitMetric.kl(cleanLogits: cleanLogits, positions: [7])
+        let metric = CircuitMetric.kl(cleanLogits: cleanLogits, positions: [7], fastExponentials: true)
         let expected: Set = ["a1.0->output", "a1.0.q->a1.0", "a1.0.k->a1.0", "a1.0.v->a1.0", "input->a1.0.q", "input->a1.0.v",
                              "a0.0->a1.0.k", "a0.0.v->a0.0", "input->a0.0.v"]
         for batched in [true, false] {
@@ -389,7 +389,7 @@ extension GraphForwardTests {
         let record = try JSONDecoder().decode(Record.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/circuits/\(name).json")))
         let model = try ModelLoader.load(directory: Fixtures.model(name))
         let clean = try TokenBatch(record.clean, config: model.config), corrupted = try TokenBatch(record.corrupted, config: model.config)
-        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1])
+        let metric = CircuitMetric.kl(cleanLogits: try model.run(clean), positions: [clean.positions - 1], fastExponentials: true)
         let graph = CircuitGraph(config: model.config)
         let forward = try GraphForward(model: model, graph: graph, clean: clean, corrupted: corrupted, ablation: .corrupted, metric: metric)
         let index = Dictionary(uniqueKeysWithValues: graph.edges.enumerated().filter { $0.element.kind == .addition }
