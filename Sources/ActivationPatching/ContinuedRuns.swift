@@ -138,7 +138,7 @@ extension TransformerModel {
         // The runs edited at each hook point.
         var editedAt: [HookName: [Int]] = [:]
         for (i, run) in runs.enumerated() { editedAt[HookName(run.site, layer: run.layer), default: []].append(i) }
-        let stack = LayerStack(
+        let stack = try LayerStack(
             model: self, entry: .earlierRun(residPre: base.residPre, keys: base.keys, values: base.values), positions: P,
             sequences: runs.map { LayerStack.Sequence(prompt: $0.prompt, start: $0.start, layer: $0.layer) },
             lastRowsOnly: readLast, logitIndices: logitIndices,

@@ -19,7 +19,7 @@ extension TransformerModel {
     /// Logits, and per layer what a backward pass needs (normalisation statistics, q|k|v, attention patterns, z, MLP
     /// pre-activations and the residual streams), kept as the pass goes instead of overwritten.
     public func runRetaining(_ tokens: TokenBatch) throws -> (logits: Tensor, retained: RetainedActivations) {
-        let stack = LayerStack(model: self, entry: .tokens(tokens), positions: tokens.positions,
+        let stack = try LayerStack(model: self, entry: .tokens(tokens), positions: tokens.positions,
                                sequences: (0..<tokens.batch).map { LayerStack.Sequence(prompt: $0, start: 0, layer: 0) },
                                lastRowsOnly: false, logitIndices: nil, retain: true, wants: { _ in false }, visit: { _, _ in })
         let logits = try stack.run()
@@ -38,7 +38,7 @@ extension TransformerModel {
         }
         let observer = HookObserver(config: config, hooks: hooks, stopAfter: stopAfter, batch: tokens.batch, positions: tokens.positions)
         let idle = hooks.isEmpty && stopAfter == nil
-        let stack = LayerStack(model: self, entry: .tokens(tokens), positions: tokens.positions,
+        let stack = try LayerStack(model: self, entry: .tokens(tokens), positions: tokens.positions,
                                sequences: (0..<tokens.batch).map { LayerStack.Sequence(prompt: $0, start: 0, layer: 0) },
                                lastRowsOnly: false, logitIndices: nil,
                                wants: { name in !idle && (hooks.isActive(name) || name == stopAfter) },

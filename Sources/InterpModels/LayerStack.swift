@@ -83,9 +83,10 @@ public final class LayerStack {
     /// that order (nil: all). `retain`: keep per layer what a backward pass needs (a pass from the tokens only). A
     /// view is valid only during the `visit` call that shows it.
     public init(model: TransformerModel, entry: Entry, positions: Int, sequences: [Sequence], lastRowsOnly: Bool,
-         logitIndices: [Int]?, retain: Bool = false, wants: @escaping (HookName) -> Bool,
-         visit: @escaping (HookName, View) throws -> Void) {
-        precondition(zip(sequences, sequences.dropFirst()).allSatisfy { $0.layer <= $1.layer }, "sequences out of layer order")
+                logitIndices: [Int]?, retain: Bool = false, wants: @escaping (HookName) -> Bool,
+                visit: @escaping (HookName, View) throws -> Void) throws {
+        try Self.check(model: model, entry: entry, positions: positions, sequences: sequences, lastRowsOnly: lastRowsOnly,
+                       logitIndices: logitIndices, retain: retain)
         self.model = model
         c = model.config
         self.entry = entry
@@ -97,14 +98,52 @@ public final class LayerStack {
         self.lastRowsOnly = lastRowsOnly
         unembedding = model.unembedding.selecting(logitIndices)
         if case .tokens = entry { whole = true } else { whole = false }
-        precondition(!whole || (!lastRowsOnly && sequences.enumerated().allSatisfy { $1.prompt == $0 && $1.start == 0 && $1.layer == 0 }),
-                     "a pass from the tokens runs every prompt whole, every row")
         self.wants = wants
         self.visit = visit
         self.retain = retain
-        precondition(!retain || whole, "a retaining pass runs from the tokens")
         work = Buffers(rows: offsets.last!, sequences: sequences.count, positions: positions, config: model.config,
                        whole: whole, lastRowsOnly: lastRowsOnly)
+    }
+
+    /// What a stack can be asked to run: every sequence and buffer inside the model and the entry's runs, so the
+    /// stack reads and writes nothing outside them.
+    private static func check(model: TransformerModel, entry: Entry, positions P: Int, sequences: [Sequence], lastRowsOnly: Bool,
+                              logitIndices: [Int]?, retain: Bool) throws {
+        let c = model.config, L = c.nLayers, D = c.dModel, hd = c.nHeads * c.dHead
+        guard P > 0, P <= c.nCtx else { throw InterpError("a layer stack of \(P) positions: the model's context is 1...\(c.nCtx)") }
+        guard !sequences.isEmpty else { throw InterpError("a layer stack needs at least one sequence") }
+        guard zip(sequences, sequences.dropFirst()).allSatisfy({ $0.layer <= $1.layer }) else {
+            throw InterpError("layer stack sequences must be ordered by entry layer")
+        }
+        if let bad = logitIndices?.first(where: { !(0..<c.dVocabOut).contains($0) }) {
+            throw InterpError("logit index \(bad) is outside the output vocabulary (0..<\(c.dVocabOut))")
+        }
+        switch entry {
+        case let .tokens(tokens):
+            guard tokens.positions == P, sequences.count == tokens.batch,
+                  sequences.enumerated().allSatisfy({ $1.prompt == $0 && $1.start == 0 && $1.layer == 0 }) else {
+                throw InterpError("a pass from the tokens runs every prompt whole, in order, from layer 0")
+            }
+            guard !lastRowsOnly else { throw InterpError("a pass from the tokens computes every row") }
+        case let .earlierRun(residPre, keys, values):
+            guard !retain else { throw InterpError("a retaining pass runs from the tokens") }
+            guard residPre.count == L, keys.count == L, values.count == L, let prompts = residPre.first?.shape.first else {
+                throw InterpError("an earlier run needs the residual stream, keys and values of each of the \(L) layers")
+            }
+            for l in 0..<L {
+                guard residPre[l].shape == [prompts, P, D], keys[l].count == prompts * P * hd, values[l].count == prompts * P * hd else {
+                    throw InterpError("the earlier run's layer \(l) does not hold \(prompts) prompts × \(P) positions")
+                }
+            }
+            for s in sequences {
+                guard (0..<prompts).contains(s.prompt), (0..<P).contains(s.start), (0..<L).contains(s.layer) else {
+                    throw InterpError("layer stack sequence (prompt \(s.prompt), start \(s.start), layer \(s.layer)) is outside the earlier run's \(prompts) prompts × \(P) positions × \(L) layers")
+                }
+                guard c.attentionDir == .causal || s.start == 0 else {
+                    throw InterpError("sequences of a bidirectional model must start at position 0")
+                }
+            }
+        }
     }
 
     /// Runs the stack. Returns the logits `[rows read, logits read]`: every row, or one per sequence when

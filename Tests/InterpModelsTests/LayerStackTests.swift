@@ -46,4 +46,33 @@ import Testing
         #expect(retained.residFinal == cache[.block(c.nLayers - 1, .residPost)]!.scalars)
         if c.normalization != .none { #expect(retained.finalScale == cache[HookName(.lnFinalScale)]!.scalars) }
     }
+
+    /// A stack asked for rows, layers or prompts it does not have is a one-line error, before it touches a buffer.
+    @Test func badRequestsAreErrors() throws {
+        let model = try ModelLoader.load(directory: Fixtures.model("gpt2-tl"))
+        let c = model.config
+        let tokens = try TokenBatch([[1, 2, 3], [4, 5, 6]], config: c)
+        let whole = [LayerStack.Sequence(prompt: 0, start: 0, layer: 0), LayerStack.Sequence(prompt: 1, start: 0, layer: 0)]
+        func stack(_ entry: LayerStack.Entry, _ sequences: [LayerStack.Sequence], lastRowsOnly: Bool = false,
+                   logitIndices: [Int]? = nil) throws -> LayerStack {
+            try LayerStack(model: model, entry: entry, positions: 3, sequences: sequences, lastRowsOnly: lastRowsOnly,
+                           logitIndices: logitIndices, wants: { _ in false }, visit: { _, _ in })
+        }
+        #expect(try stack(.tokens(tokens), whole).run().count == 2 * 3 * c.dVocabOut)
+        #expect(throws: InterpError.self) { try stack(.tokens(tokens), whole, lastRowsOnly: true) }
+        #expect(throws: InterpError.self) { try stack(.tokens(tokens), Array(whole.reversed())) }
+        #expect(throws: InterpError.self) { try stack(.tokens(tokens), whole, logitIndices: [c.dVocabOut]) }
+        let names = (0..<c.nLayers).flatMap { [HookName(.residPre, layer: $0), HookName(.k, layer: $0), HookName(.v, layer: $0)] }
+        let cache = try model.runWithCache(tokens, names: names).cache
+        let earlier = LayerStack.Entry.earlierRun(residPre: (0..<c.nLayers).map { cache[.block($0, .residPre)]! },
+                                                  keys: (0..<c.nLayers).map { cache[.block($0, .k)]! },
+                                                  values: (0..<c.nLayers).map { cache[.block($0, .v)]! })
+        let fromMiddle = try stack(earlier, [LayerStack.Sequence(prompt: 1, start: 2, layer: 1)], lastRowsOnly: true, logitIndices: [4])
+        #expect(try fromMiddle.run().count == 1)
+        for bad in [LayerStack.Sequence(prompt: 2, start: 0, layer: 0), LayerStack.Sequence(prompt: 0, start: 3, layer: 0),
+                    LayerStack.Sequence(prompt: 0, start: 0, layer: c.nLayers)] {
+            #expect(throws: InterpError.self, "\(bad)") { try stack(earlier, [bad]) }
+        }
+        #expect(throws: InterpError.self) { try stack(.earlierRun(residPre: [], keys: [], values: []), [whole[0]]) }
+    }
 }
