@@ -262,14 +262,6 @@ public struct KeyValueSource {
         self.split = split
     }
 
-    @inline(__always) public func key(_ position: Int) -> UnsafePointer<Float> {
-        position < split ? prefixKeys! + position * prefixStride : keys + (position - split) * stride
-    }
-
-    @inline(__always) public func value(_ position: Int) -> UnsafePointer<Float> {
-        position < split ? prefixValues! + position * prefixStride : values + (position - split) * stride
-    }
-
     /// `body(k, key k + column)` for k in 0..<end: the prefix's rows, then the sequence's own, with no test per key.
     @inline(__always) func forEachKey(upTo end: Int, column: Int, _ body: (Int, UnsafePointer<Float>) -> Void) {
         walk(prefixKeys, keys, upTo: end, column: column, body)

@@ -15,9 +15,6 @@ public struct Embedding: Sendable {
         self.positions = positions
     }
 
-    public var vocabulary: Int { tokens.count / max(dModel, 1) }
-    public var context: Int { positions.count / max(dModel, 1) }
-
     /// `hook_embed` rows: `W_E[ids[r]]`. Ids must be in the vocabulary (a `TokenBatch` is).
     public func tokenRows(_ ids: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>) {
         let D = dModel
