@@ -301,23 +301,8 @@ public final class ActivationCacheJob {
                 row += count
             }
         }
-        let s = settings
-        try file.setAttribute("format", string: StoreLayout.format)
-        try file.setAttribute("format_version", integer: StoreLayout.formatVersion)
-        try file.setAttribute("interp_version", string: InterpVersion.current)
-        try file.setAttribute("model_name", string: s.modelName)
-        try file.setAttribute("model_format", string: s.modelFormat)
-        try file.setAttribute("model_weights_hash", string: s.modelWeightsHash)
-        try file.setAttribute("hook_names", string: "[" + s.hooks.map(JSONText.quote).joined(separator: ",") + "]")
-        try file.setAttribute("source", string: s.source)
-        try file.setAttribute("context_length", integer: Int64(s.contextLength))
-        try file.setAttribute("prepend_bos", integer: s.prependBOS ? 1 : 0)
-        try file.setAttribute("exclude_bos", integer: s.excludeBOS ? 1 : 0)
-        try file.setAttribute("bos_token_id", integer: Int64(s.bosTokenID))
-        try file.setAttribute("n_tokens", integer: Int64(state.rows))
-        try file.setAttribute("n_sequences", integer: Int64(state.sequences))
-        try file.flush()
-        try file.setAttribute("complete", integer: 1)
-        try file.flush()
+        var metadata = StoreMetadata(settings: settings, tokens: state.rows, sequences: state.sequences)
+        metadata.complete = true
+        try metadata.write(to: file)
     }
 }

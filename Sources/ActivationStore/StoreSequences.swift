@@ -16,9 +16,13 @@ public enum StoreSequences {
             return values
         }
         let tokens = try column(StoreLayout.tokens), sequence = try column(StoreLayout.sequence), position = try column(StoreLayout.position)
-        let excluded = try file.integerAttribute("exclude_bos") == 1
-        let bos = excluded ? try file.integerAttribute("bos_token_id").map(Int32.init) ?? -1 : -1
-        let windowLength = try file.integerAttribute("context_length").map(Int.init) ?? -1
+        let metadata = try StoreMetadata.read(from: file)
+        var bos: Int32 = -1
+        if metadata.excludeBOS == true, let id = metadata.bosTokenID {
+            guard let id32 = Int32(exactly: id) else { throw InterpError("attribute 'bos_token_id' \(id) is not a token id", file: path) }
+            bos = id32
+        }
+        let windowLength = metadata.contextLength ?? -1
         var sequences: [[Int32]] = []
         var current: [Int32] = [], currentIndex: Int32 = -1
         func close() {

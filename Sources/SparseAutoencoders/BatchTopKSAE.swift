@@ -83,3 +83,40 @@ public enum BatchTopKSAE {
         return folded
     }
 }
+
+extension BatchTopKSAE {
+    /// Training: TopK's step with the batch's `Int(k·B)` largest activations kept, and the threshold tracked for
+    /// inference; saved as a JumpReLU SAE (there is no inference face of its own).
+    public struct Training: SAETrainingArchitecture {
+        public static let name = "batchtopk"
+        public let k: Double
+        public let auxCoefficient: Float
+        public let thresholdRate: Double
+        public var tracksThreshold: Bool { true }
+
+        public init(settings: SAETrainingSettings) throws {
+            guard let k = settings.k, k > 0, k <= Double(settings.dSAE) else { throw InterpError("--k must be between 0 and d_sae (\(settings.dSAE))") }
+            guard Int(k * Double(settings.batchSize)) >= 1 else { throw InterpError("--k × --batch-size keeps no latent") }
+            guard settings.thresholdRate > 0, settings.thresholdRate <= 1 else { throw InterpError("the threshold rate must be in (0, 1]") }
+            self.k = k
+            auxCoefficient = settings.auxCoefficient
+            thresholdRate = settings.thresholdRate
+        }
+
+        public func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep {
+            let r = TopKSAE.lossAndGradients(p, x: x, options: .batchTopK(k: k, auxCoefficient: auxCoefficient), deadMask: deadMask, workspace: workspace)
+            return SAETrainingStep(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
+                                   reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
+                                   firingCounts: r.firingCounts)
+        }
+
+        public func updatedThreshold(_ threshold: Double, after step: SAETrainingStep) -> Double {
+            BatchTopKSAE.updatedThreshold(threshold, minPositive: step.minPositive, learningRate: thresholdRate)
+        }
+
+        public func saved(_ p: SAEParameters, trackedThreshold: Double, config: inout SAELensConfig) -> SAEParameters {
+            config.architecture = JumpReLUSAE.Inference.name
+            return BatchTopKSAE.inferenceParameters(p, threshold: trackedThreshold)
+        }
+    }
+}

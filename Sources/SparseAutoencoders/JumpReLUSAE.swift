@@ -283,3 +283,67 @@ public enum JumpReLUSAE {
         return (r.featureActs, r.reconstruction)
     }
 }
+
+extension JumpReLUSAE {
+    /// Training: the step L0 loss with SAELens's coefficient warm-up and the rectangle-kernel estimator.
+    public struct Training: SAETrainingArchitecture {
+        public static let name = "jumprelu"
+        public let l0Coefficient: Float
+        public let l0WarmUpSteps: Int
+        public let bandwidth: Float
+        public var hasThreshold: Bool { true }
+
+        public init(settings: SAETrainingSettings) throws {
+            guard settings.bandwidth > 0, settings.bandwidth.isFinite else { throw InterpError("--bandwidth must be positive") }
+            guard settings.initialThreshold >= 0, settings.initialThreshold.isFinite else { throw InterpError("--initial-threshold must be non-negative") }
+            guard settings.l0Coefficient >= 0, settings.l0Coefficient.isFinite else { throw InterpError("--l0-coefficient must be non-negative") }
+            l0Coefficient = settings.l0Coefficient
+            l0WarmUpSteps = settings.l0WarmUpSteps
+            bandwidth = settings.bandwidth
+        }
+
+        public func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep {
+            let o = Options(bandwidth: bandwidth, l0Coefficient: SAETrainingStep.warmedUp(l0Coefficient, steps: l0WarmUpSteps, at: step))
+            let r = JumpReLUSAE.lossAndGradients(p, x: x, options: o, workspace: workspace)
+            return SAETrainingStep(losses: ["mse_loss": r.mse, "l0_loss": r.l0Loss], featureActs: r.featureActs,
+                                   reconstruction: r.reconstruction, gradients: r.gradients)
+        }
+
+        public func saved(_ p: SAEParameters, trackedThreshold: Double, config: inout SAELensConfig) -> SAEParameters {
+            config.architecture = Inference.name
+            return p
+        }
+    }
+
+    /// Inference (SAELens's `JumpReLUSAE.encode`): `z = ReLU(pre)·[pre > θ]`, `x̂ = z·W_dec + b_dec`. With θ ≥ 0 the
+    /// ReLU changes nothing; with a negative saved threshold it keeps negative values out.
+    public struct Inference: SAEInferenceArchitecture {
+        public static let name = "jumprelu"
+        public static var hasThreshold: Bool { true }
+        public let applyBDecToInput: Bool
+
+        public init(config: SAELensConfig, file: String) throws {
+            applyBDecToInput = config.applyBDecToInput
+        }
+
+        public func encode(_ p: SAEParameters, _ x: Tensor) -> Tensor {
+            let S = p.dSAE
+            var z = SAEInferenceKernels.preActivations(p, x, applyBDecToInput: applyBDecToInput)
+            z.withUnsafeMutableBufferPointer { z in p.threshold!.withUnsafeBufferPointer { theta in
+                parallelChunks(z.count / max(S, 1), minimumChunk: 16) { rows in
+                    for b in rows {
+                        for i in 0..<S where !(z[b * S + i] > theta[i] && z[b * S + i] > 0) { z[b * S + i] = 0 }
+                    }
+                }
+            } }
+            return z
+        }
+
+        public func referenceEncode(_ p: SAEParameters, _ x: Tensor) -> [Double] {
+            let S = p.dSAE
+            return SAEInferenceKernels.referencePreActivations(p, x, applyBDecToInput: applyBDecToInput).enumerated().map { k, pre in
+                pre > Double(p.threshold!.scalars[k % S]) ? max(pre, 0) : 0
+            }
+        }
+    }
+}

@@ -1,71 +1,77 @@
 import InterpCore
 
-/// The SAE architectures interp trains, with their settings.
-public enum SAEArchitecture: Equatable, Sendable {
-    case standard(l1Coefficient: Float, l1WarmUpSteps: Int)
-    case topK(k: Int, auxCoefficient: Float)
-    case batchTopK(k: Double, auxCoefficient: Float)
-    case jumpReLU(l0Coefficient: Float, l0WarmUpSteps: Int, bandwidth: Float)
+/// The training face of one SAE architecture (SAELens's `TrainingSAE` classes): its settings, one step's losses and
+/// gradients, and the inference SAE it is saved as. A new architecture is a type conforming to this (and, if SAELens
+/// saves it under a name of its own, to `SAEInferenceArchitecture`) in one file, plus a line in `SAERegistry`.
+public protocol SAETrainingArchitecture: Sendable {
+    /// `--architecture` and `SAETrainingSettings.architecture`.
+    static var name: String { get }
+    /// Reads and checks this architecture's settings; the error names the option.
+    init(settings: SAETrainingSettings) throws
+    /// Whether the trained parameters include a per-latent `threshold`.
+    var hasThreshold: Bool { get }
+    /// Loss terms and gradients for one batch; `step` sets any sparsity-coefficient warm-up.
+    func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep
+    /// Whether the run tracks one threshold across steps (BatchTopK), logged as `topk_threshold` and kept in checkpoints.
+    var tracksThreshold: Bool { get }
+    /// The tracked threshold after a step.
+    func updatedThreshold(_ threshold: Double, after step: SAETrainingStep) -> Double
+    /// The weights as SAELens saves them for inference, with cfg.json's architecture fields set in `config`.
+    func saved(_ p: SAEParameters, trackedThreshold: Double, config: inout SAELensConfig) -> SAEParameters
+}
 
-    public var name: String {
-        switch self {
-        case .standard: return "standard"
-        case .topK: return "topk"
-        case .batchTopK: return "batchtopk"
-        case .jumpReLU: return "jumprelu"
-        }
-    }
+extension SAETrainingArchitecture {
+    public var hasThreshold: Bool { false }
+    public var tracksThreshold: Bool { false }
+    public func updatedThreshold(_ threshold: Double, after step: SAETrainingStep) -> Double { threshold }
+}
 
-    /// The architecture SAELens loads the saved SAE as (BatchTopK is saved as JumpReLU).
-    public var inferenceName: String {
-        if case .batchTopK = self { return "jumprelu" }
-        return name
-    }
+/// What one training step gives the trainer.
+public struct SAETrainingStep {
+    /// SAELens's names: `mse_loss` and the architecture's sparsity or auxiliary term.
+    public var losses: [String: Float]
+    /// `[batch, d_sae]`
+    public var featureActs: Tensor
+    /// `[batch, d_in]`
+    public var reconstruction: Tensor
+    public var gradients: SAEParameters
+    /// The smallest non-zero activation (BatchTopK's threshold follows it); infinity if none fired or not counted.
+    public var minPositive: Float
+    /// Rows in which each latent fired, if the step counted them (else they are counted from `featureActs`).
+    public var firingCounts: [Float]?
 
-    /// Whether the trained parameters include a per-latent threshold.
-    public var hasThreshold: Bool {
-        if case .jumpReLU = self { return true }
-        return false
-    }
-
-    struct Step {
-        var losses: [String: Float]
-        var featureActs: Tensor
-        var reconstruction: Tensor
-        var gradients: SAEParameters
-        var minPositive: Float
-        /// Rows in which each latent fired, if the step counted them (else they are counted from `featureActs`).
-        var firingCounts: [Float]? = nil
+    public init(losses: [String: Float], featureActs: Tensor, reconstruction: Tensor, gradients: SAEParameters,
+                minPositive: Float = .infinity, firingCounts: [Float]? = nil) {
+        self.losses = losses
+        self.featureActs = featureActs
+        self.reconstruction = reconstruction
+        self.gradients = gradients
+        self.minPositive = minPositive
+        self.firingCounts = firingCounts
     }
 
     /// SAELens's CoefficientScheduler: at step t the coefficient is final · min(t / warmUp, 1), so 0 at step 0.
-    static func warmedUp(_ value: Float, steps warmUp: Int, at step: Int) -> Float {
+    public static func warmedUp(_ value: Float, steps warmUp: Int, at step: Int) -> Float {
         warmUp > 0 ? value * min(Float(step) / Float(warmUp), 1) : value
     }
+}
 
-    /// Loss terms and gradients for one batch; `step` sets the sparsity-coefficient warm-up.
-    func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> Step {
-        switch self {
-        case let .standard(l1, warmUp):
-            let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: Self.warmedUp(l1, steps: warmUp, at: step), workspace: workspace)
-            return Step(losses: ["mse_loss": r.losses.mse, "l1_loss": r.losses.l1], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: .infinity, firingCounts: r.firingCounts)
-        case let .topK(k, aux):
-            let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: aux), deadMask: deadMask, workspace: workspace)
-            return Step(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
-                        firingCounts: r.firingCounts)
-        case let .batchTopK(k, aux):
-            let r = TopKSAE.lossAndGradients(p, x: x, options: .batchTopK(k: k, auxCoefficient: aux), deadMask: deadMask, workspace: workspace)
-            return Step(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
-                        firingCounts: r.firingCounts)
-        case let .jumpReLU(l0, warmUp, bandwidth):
-            let o = JumpReLUSAE.Options(bandwidth: bandwidth, l0Coefficient: Self.warmedUp(l0, steps: warmUp, at: step))
-            let r = JumpReLUSAE.lossAndGradients(p, x: x, options: o, workspace: workspace)
-            return Step(losses: ["mse_loss": r.mse, "l0_loss": r.l0Loss], featureActs: r.featureActs,
-                        reconstruction: r.reconstruction, gradients: r.gradients, minPositive: .infinity)
-        }
+/// The architectures interp trains and loads, by name. The trainer, `SparseAutoencoder.load` and the CLI's
+/// `--architecture` read these lists; nothing else names an architecture.
+public enum SAERegistry {
+    public static let training: [any SAETrainingArchitecture.Type] = [
+        StandardSAE.Training.self, TopKSAE.Training.self, BatchTopKSAE.Training.self, JumpReLUSAE.Training.self,
+    ]
+    public static let inference: [any SAEInferenceArchitecture.Type] = [
+        StandardSAE.Inference.self, TopKSAE.Inference.self, JumpReLUSAE.Inference.self,
+    ]
+
+    public static func training(named name: String) -> (any SAETrainingArchitecture.Type)? {
+        training.first { $0.name == name }
+    }
+
+    public static func inference(named name: String) -> (any SAEInferenceArchitecture.Type)? {
+        inference.first { $0.name == name }
     }
 }
 

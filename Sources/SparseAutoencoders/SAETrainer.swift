@@ -77,7 +77,8 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         self.initialization = initialization
     }
 
-    func validated() throws -> SAEArchitecture {
+    /// Checks the settings every architecture shares, then the architecture's own (`SAERegistry.training`).
+    func validated() throws -> any SAETrainingArchitecture {
         guard dSAE > 0 else { throw InterpError("--d-sae must be positive") }
         guard batchSize > 0, steps > 0 else { throw InterpError("the batch size and the number of steps must be positive") }
         guard learningRate > 0, learningRate.isFinite else { throw InterpError("the learning rate must be positive") }
@@ -86,25 +87,10 @@ public struct SAETrainingSettings: Codable, Equatable, Sendable {
         if let lrEnd { guard lrEnd >= 0, lrEnd <= learningRate else { throw InterpError("--lr-end must be between 0 and the learning rate") } }
         guard ["none", "expected-average"].contains(normalize) else { throw InterpError("--normalize is none or expected-average") }
         guard ["default", "subspace"].contains(initialization) else { throw InterpError("--init is default or subspace") }
-        switch architecture {
-        case "standard":
-            return .standard(l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps)
-        case "topk":
-            guard let k, k >= 1, k <= Double(dSAE), k == k.rounded() else { throw InterpError("--k must be a whole number between 1 and d_sae (\(dSAE))") }
-            return .topK(k: Int(k), auxCoefficient: auxCoefficient)
-        case "batchtopk":
-            guard let k, k > 0, k <= Double(dSAE) else { throw InterpError("--k must be between 0 and d_sae (\(dSAE))") }
-            guard Int(k * Double(batchSize)) >= 1 else { throw InterpError("--k × --batch-size keeps no latent") }
-            guard thresholdRate > 0, thresholdRate <= 1 else { throw InterpError("the threshold rate must be in (0, 1]") }
-            return .batchTopK(k: k, auxCoefficient: auxCoefficient)
-        case "jumprelu":
-            guard bandwidth > 0, bandwidth.isFinite else { throw InterpError("--bandwidth must be positive") }
-            guard initialThreshold >= 0, initialThreshold.isFinite else { throw InterpError("--initial-threshold must be non-negative") }
-            guard l0Coefficient >= 0, l0Coefficient.isFinite else { throw InterpError("--l0-coefficient must be non-negative") }
-            return .jumpReLU(l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth)
-        default:
-            throw InterpError("unknown architecture '\(architecture)' (standard, topk, batchtopk, jumprelu)")
+        guard let kind = SAERegistry.training(named: architecture) else {
+            throw InterpError("unknown architecture '\(architecture)' (\(SAERegistry.training.map { $0.name }.joined(separator: ", ")))")
         }
+        return try kind.init(settings: self)
     }
 
     /// SAELens's schedule: linear warm-up from lr/W to lr over W steps, then constant lr or cosine annealing from lr to
@@ -158,12 +144,15 @@ public struct TrainingSummary: Sendable {
 public final class SAETrainer {
     public let settings: SAETrainingSettings
     public let reader: ActivationReader
-    let architecture: SAEArchitecture
+    /// The store's attributes: the saved SAE's hook, model and context come from them.
+    public let store: StoreMetadata
+    let architecture: any SAETrainingArchitecture
 
     public init(settings: SAETrainingSettings) throws {
         self.settings = settings
         architecture = try settings.validated()
         reader = try ActivationReader(path: settings.activations, dataset: settings.dataset)
+        store = try StoreMetadata.read(path: settings.activations)
         guard reader.rows >= settings.batchSize else {
             throw InterpError("dataset '\(settings.dataset)' has \(reader.rows) rows, fewer than one batch of \(settings.batchSize)", file: settings.activations)
         }
@@ -250,10 +239,7 @@ public final class SAETrainer {
             let counts = result.firingCounts ?? Self.firingCounts(result.featureActs, rows: B, width: S)
             let active = Self.recordFirings(counts, firings: &state.firings, sinceFired: &state.sinceFired)
             state.samples += B
-            if case .batchTopK = architecture {
-                state.topkThreshold = BatchTopKSAE.updatedThreshold(state.topkThreshold, minPositive: result.minPositive,
-                                                                    learningRate: settings.thresholdRate)
-            }
+            state.topkThreshold = architecture.updatedThreshold(state.topkThreshold, after: result)
             state.adam.learningRate = settings.learningRate(at: state.step)
             state.adam.update(&state.parameters, gradients: result.gradients, norm: gradientNorm)
             state.step += 1
@@ -268,7 +254,7 @@ public final class SAETrainer {
                 fields += ["\"step\":\(state.step)", "\"tokens\":\(state.step * settings.batchSize)", "\"loss\":\(loss)",
                            "\"l0\":\(l0)", "\"explained_variance\":\(ev)", "\"dead_latents\":\(deadCount)",
                            "\"lr\":\(state.adam.learningRate)", "\"tokens_per_second\":\(Int(rate))"]
-                if case .batchTopK = architecture { fields.append("\"topk_threshold\":\(state.topkThreshold)") }
+                if architecture.tracksThreshold { fields.append("\"topk_threshold\":\(state.topkThreshold)") }
                 try log.write(contentsOf: Data(("{" + fields.joined(separator: ",") + "}\n").utf8))
                 try progress(TrainingProgress(step: state.step, steps: settings.steps, tokensPerSecond: rate, loss: loss,
                                           mse: result.losses["mse_loss"] ?? 0, l0: l0, explainedVariance: ev, deadLatents: deadCount,
@@ -415,42 +401,25 @@ public final class SAETrainer {
 
     // MARK: Output
 
-    /// cfg.json, sae_weights.safetensors (TopK norms folded into the weights, as SAELens saves them) and
-    /// sparsity.safetensors (log10 firing density over the whole run).
+    /// cfg.json (through `SAELensConfig`), sae_weights.safetensors (as the architecture saves them: TopK with its
+    /// norms folded in, BatchTopK as JumpReLU) and sparsity.safetensors (log10 firing density over the whole run).
     private func writeInferenceDirectory(_ s: State, output: String) throws {
-        var p = s.parameters
-        switch architecture {
-        case .topK: p = TopKSAE.foldDecoderNorms(p)
-        case .batchTopK: p = BatchTopKSAE.inferenceParameters(p, threshold: s.topkThreshold)
-        case .standard, .jumpReLU: break
-        }
+        var config = SAELensConfig(architecture: "", dIn: reader.width, dSAE: settings.dSAE,
+                                   reshapeActivations: reader.shape.count == 3 ? "hook_z" : "none")
+        let p = architecture.saved(s.parameters, trackedThreshold: s.topkThreshold, config: &config)
+        var metadata = SAELensConfig.Metadata(hookName: store.hookName(ofDataset: settings.dataset),
+                                              modelName: store.modelName, contextSize: store.contextLength.flatMap { $0 > 0 ? $0 : nil },
+                                              prependBOS: store.prependBOS, saeLensVersion: "6.0.0")
+        metadata.interpVersion = InterpVersion.current
+        metadata.trainingArchitecture = settings.architecture
+        metadata.interpTraining = settings
+        metadata.interpSubspaceRank = s.subspaceRank
+        config.metadata = metadata
         var weights = ["W_enc": p.wEnc, "b_enc": p.bEnc, "W_dec": p.wDec, "b_dec": p.bDec]
         if let threshold = p.threshold { weights["threshold"] = threshold }
         try SafeTensorsWriter.write(weights, to: output + "/sae_weights.safetensors")
         let density = s.firings.map { log10($0 / Float(max(s.samples, 1)) + 1e-10) }
         try SafeTensorsWriter.write(["sparsity": Tensor(shape: [density.count], scalars: density)], to: output + "/sparsity.safetensors")
-        let file = try? HDF5File(reading: settings.activations)
-        let hook = settings.dataset.hasPrefix("blocks.") || settings.dataset.hasPrefix("hook_") ? settings.dataset : nil
-        let contextLength = (try? file?.integerAttribute("context_length")).flatMap { $0 }.flatMap { $0 > 0 ? Int($0) : nil }
-        let prependBOS = (try? file?.integerAttribute("prepend_bos")).flatMap { $0 }.map { $0 != 0 }
-        let modelName = (try? file?.stringAttribute("model_name")).flatMap { $0 }
-        var fields: [String] = [
-            "\"architecture\":\(JSONText.quote(architecture.inferenceName))", "\"d_in\":\(p.dIn)", "\"d_sae\":\(p.dSAE)",
-            "\"dtype\":\"float32\"", "\"device\":\"cpu\"", "\"apply_b_dec_to_input\":true", "\"normalize_activations\":\"none\"",
-            "\"reshape_activations\":\(reader.shape.count == 3 ? "\"hook_z\"" : "\"none\"")",
-        ]
-        if case let .topK(k, _) = architecture { fields += ["\"k\":\(k)", "\"rescale_acts_by_decoder_norm\":true"] }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var metadata = ["\"sae_lens_version\":\"6.0.0\"", "\"interp_version\":\(JSONText.quote(InterpVersion.current))",
-                        "\"training_architecture\":\(JSONText.quote(settings.architecture))",
-                        "\"interp_training\":" + String(decoding: try encoder.encode(settings), as: UTF8.self)]
-        if let hook { metadata.append("\"hook_name\":\(JSONText.quote(hook))") }
-        if let contextLength { metadata.append("\"context_size\":\(contextLength)") }
-        if let prependBOS { metadata.append("\"prepend_bos\":\(prependBOS)") }
-        if let modelName { metadata.append("\"model_name\":\(JSONText.quote(modelName))") }
-        if let rank = s.subspaceRank { metadata.append("\"interp_subspace_rank\":\(rank)") }
-        fields.append("\"metadata\":{" + metadata.joined(separator: ",") + "}")
-        try AtomicFile.write(Data(("{" + fields.joined(separator: ",") + "}\n").utf8), to: output + "/cfg.json")
+        try AtomicFile.write(try config.jsonData(), to: output + "/cfg.json")
     }
 }

@@ -216,3 +216,51 @@ public enum StandardSAE {
         return SAEParameters(wEnc: t(gWEnc, [D, S]), bEnc: t(gBEnc, [S]), wDec: t(gWDec, [S, D]), bDec: t(gBDec, [D]))
     }
 }
+
+extension StandardSAE {
+    /// Training: L1 on `z·‖W_dec‖` with SAELens's coefficient warm-up.
+    public struct Training: SAETrainingArchitecture {
+        public static let name = "standard"
+        public let l1Coefficient: Float
+        public let l1WarmUpSteps: Int
+
+        public init(settings: SAETrainingSettings) throws {
+            l1Coefficient = settings.l1Coefficient
+            l1WarmUpSteps = settings.l1WarmUpSteps
+        }
+
+        public func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep {
+            let coefficient = SAETrainingStep.warmedUp(l1Coefficient, steps: l1WarmUpSteps, at: step)
+            let r = StandardSAE.lossAndGradients(p, x: x, l1Coefficient: coefficient, workspace: workspace)
+            return SAETrainingStep(losses: ["mse_loss": r.losses.mse, "l1_loss": r.losses.l1], featureActs: r.featureActs,
+                                   reconstruction: r.reconstruction, gradients: r.gradients, firingCounts: r.firingCounts)
+        }
+
+        public func saved(_ p: SAEParameters, trackedThreshold: Double, config: inout SAELensConfig) -> SAEParameters {
+            config.architecture = Inference.name
+            return p
+        }
+    }
+
+    /// Inference: `z = ReLU(pre)`, `x̂ = z·W_dec + b_dec`.
+    public struct Inference: SAEInferenceArchitecture {
+        public static let name = "standard"
+        public let applyBDecToInput: Bool
+
+        public init(config: SAELensConfig, file: String) throws {
+            applyBDecToInput = config.applyBDecToInput
+        }
+
+        public func encode(_ p: SAEParameters, _ x: Tensor) -> Tensor {
+            var z = SAEInferenceKernels.preActivations(p, x, applyBDecToInput: applyBDecToInput)
+            z.withUnsafeMutableBufferPointer { z in
+                parallelChunks(z.count, minimumChunk: 1 << 16) { range in for k in range where !(z[k] > 0) { z[k] = 0 } }
+            }
+            return z
+        }
+
+        public func referenceEncode(_ p: SAEParameters, _ x: Tensor) -> [Double] {
+            SAEInferenceKernels.referencePreActivations(p, x, applyBDecToInput: applyBDecToInput).map { max($0, 0) }
+        }
+    }
+}

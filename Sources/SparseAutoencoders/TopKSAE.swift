@@ -451,3 +451,97 @@ extension TopKSAE {
         return p
     }
 }
+
+extension TopKSAE {
+    /// Training: k latents per row, decoder-norm rescaling, AuxK on dead latents.
+    public struct Training: SAETrainingArchitecture {
+        public static let name = "topk"
+        public let k: Int
+        public let auxCoefficient: Float
+
+        public init(settings: SAETrainingSettings) throws {
+            guard let k = settings.k, k >= 1, k <= Double(settings.dSAE), k == k.rounded() else {
+                throw InterpError("--k must be a whole number between 1 and d_sae (\(settings.dSAE))")
+            }
+            self.k = Int(k)
+            auxCoefficient = settings.auxCoefficient
+        }
+
+        public func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep {
+            let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: auxCoefficient), deadMask: deadMask, workspace: workspace)
+            return SAETrainingStep(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
+                                   reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
+                                   firingCounts: r.firingCounts)
+        }
+
+        /// SAELens saves TopK with the decoder norms folded into the weights.
+        public func saved(_ p: SAEParameters, trackedThreshold: Double, config: inout SAELensConfig) -> SAEParameters {
+            config.architecture = Inference.name
+            config.k = k
+            config.rescaleActsByDecoderNorm = true
+            return TopKSAE.foldDecoderNorms(p)
+        }
+    }
+
+    /// Inference (SAELens's `TopKSAE.encode`/`decode`): `h = pre ⊙ n` with `n_i = ‖W_dec,i‖` when
+    /// `rescale_acts_by_decoder_norm` (else `h = pre`), `z = ReLU` of each row's k largest `h`, `x̂ = (z / n)·W_dec + b_dec`.
+    public struct Inference: SAEInferenceArchitecture {
+        public static let name = "topk"
+        public let k: Int
+        public let rescaleByDecoderNorm: Bool
+        public let applyBDecToInput: Bool
+
+        public init(config: SAELensConfig, file: String) throws {
+            guard let k = config.k, k > 0, k <= config.dSAE else { throw InterpError("a topk SAE needs k between 1 and d_sae", file: file) }
+            self.k = k
+            rescaleByDecoderNorm = config.rescaleActsByDecoderNorm ?? false
+            applyBDecToInput = config.applyBDecToInput
+        }
+
+        public func encode(_ p: SAEParameters, _ x: Tensor) -> Tensor {
+            let n = x.shape[0], S = p.dSAE
+            let norms = rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
+            let pre = SAEInferenceKernels.preActivations(p, x, applyBDecToInput: applyBDecToInput)
+            var z = Tensor(zeros: [n, S])
+            z.withUnsafeMutableBufferPointer { z in pre.withUnsafeBufferPointer { pre in
+                let z = z.baseAddress!, pre = pre.baseAddress!
+                parallelChunks(n, minimumChunk: 16) { rows in
+                    let hidden = UnsafeMutablePointer<Float>.allocate(capacity: S), values = UnsafeMutablePointer<Float>.allocate(capacity: k)
+                    let chosen = UnsafeMutablePointer<Int>.allocate(capacity: k)
+                    defer { hidden.deallocate(); values.deallocate(); chosen.deallocate() }
+                    for b in rows {
+                        for i in 0..<S { hidden[i] = pre[b * S + i] * norms[i] }
+                        let count = TopKSAE.selectLargest(hidden, count: S, k: k, allowed: nil, values: values, indices: chosen)
+                        for t in 0..<count where hidden[chosen[t]] > 0 { z[b * S + chosen[t]] = hidden[chosen[t]] }
+                    }
+                }
+            } }
+            return z
+        }
+
+        public func decode(_ p: SAEParameters, _ z: Tensor) -> Tensor {
+            SAEInferenceKernels.decode(p, z, latentScale: inverseNorms(p))
+        }
+
+        public func referenceEncode(_ p: SAEParameters, _ x: Tensor) -> [Double] {
+            let n = x.shape[0], S = p.dSAE
+            let norms = rescaleByDecoderNorm ? p.decoderNorms : [Float](repeating: 1, count: S)
+            let pre = SAEInferenceKernels.referencePreActivations(p, x, applyBDecToInput: applyBDecToInput)
+            var z = [Double](repeating: 0, count: n * S)
+            for b in 0..<n {
+                let h = (0..<S).map { pre[b * S + $0] * Double(norms[$0]) }
+                for i in h.indices.sorted(by: { h[$0] > h[$1] || (h[$0] == h[$1] && $0 < $1) }).prefix(k) { z[b * S + i] = max(h[i], 0) }
+            }
+            return z
+        }
+
+        public func referenceDecode(_ p: SAEParameters, _ z: [Double], rows: Int) -> [Double] {
+            SAEInferenceKernels.referenceDecode(p, z, rows: rows, latentScale: inverseNorms(p))
+        }
+
+        /// `1 / n_i`, or nil without rescaling. A zero decoder row never fires (`h = 0`), so its scale does not matter.
+        private func inverseNorms(_ p: SAEParameters) -> [Float]? {
+            rescaleByDecoderNorm ? p.decoderNorms.map { $0 > 0 ? 1 / $0 : 0 } : nil
+        }
+    }
+}
