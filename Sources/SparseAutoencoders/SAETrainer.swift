@@ -173,39 +173,9 @@ public final class SAETrainer {
     /// `progress` is called at every logging step, after the log line is written; an error it throws stops training
     /// there (the last checkpoint stays, and `--resume` continues from it).
     public func train(output: String, resume: Bool, progress: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainingSummary {
-        let fm = FileManager.default
         let checkpointPath = output + "/checkpoint.safetensors", logPath = output + "/train_log.jsonl"
-        var state: State
-        if resume {
-            guard fm.fileExists(atPath: checkpointPath) else {
-                throw InterpError(fm.fileExists(atPath: output + "/sae_weights.safetensors") ? "training is already complete; nothing to resume" : "no checkpoint to resume from", file: output)
-            }
-            state = try loadCheckpoint(checkpointPath)
-            try truncateLog(logPath, toStep: state.step)
-        } else {
-            if fm.fileExists(atPath: output + "/sae_weights.safetensors") || fm.fileExists(atPath: checkpointPath) {
-                throw InterpError("already holds an SAE or a checkpoint; use --resume to continue, or another directory", file: output)
-            }
-            do { try fm.createDirectory(atPath: output, withIntermediateDirectories: true) } catch {
-                throw InterpError("cannot create the directory (\(error.localizedDescription))", file: output)
-            }
-            let threshold = architecture.hasThreshold ? settings.initialThreshold : nil
-            var subspaceRank: Int?
-            let p: SAEParameters
-            if settings.initialization == "subspace" {
-                let subspace = try SubspaceInitialization.activeSubspace(of: SubspaceInitialization.sample(reader))
-                subspaceRank = subspace.rank
-                p = SubspaceInitialization.parameters(dSAE: settings.dSAE, subspace: subspace, threshold: threshold, seed: settings.seed)
-            } else {
-                p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE, threshold: threshold, seed: settings.seed)
-            }
-            state = State(parameters: p, adam: AdamOptimizer(dIn: reader.width, dSAE: settings.dSAE, threshold: architecture.hasThreshold,
-                                                             learningRate: settings.learningRate),
-                          step: 0, sinceFired: [Float](repeating: 0, count: settings.dSAE),
-                          firings: [Float](repeating: 0, count: settings.dSAE), samples: 0, topkThreshold: 0,
-                          subspaceRank: subspaceRank)
-            guard fm.createFile(atPath: logPath, contents: nil) else { throw InterpError("cannot create the training log", file: logPath) }
-        }
+        var state = try resume ? resumedState(output: output, checkpoint: checkpointPath, log: logPath)
+                               : initialState(output: output, checkpoint: checkpointPath, log: logPath)
         let startStep = state.step
         let scale = try scalingFactor()
         let batches = try BatchIterator(reader: reader, options: .init(batchSize: settings.batchSize, shuffle: true, seed: settings.seed,
@@ -223,42 +193,13 @@ public final class SAETrainer {
             guard let batch = try prefetcher.next() else { break }
             var x = batch.values
             if let scale { x.withUnsafeMutableBufferPointer { for k in $0.indices { $0[k] *= scale } } }
-            let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
-            if architecture.hasThreshold {
-                // SAELens keeps the threshold non-negative by projection before each step.
-                state.parameters.modify("threshold") { t in t.withUnsafeMutableBufferPointer { for i in $0.indices { $0[i] = max($0[i], 0) } } }
-            }
-            let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead, workspace: workspace)
-            let loss = result.losses.values.reduce(0, +)
-            let gradientNorm = AdamOptimizer.globalNorm(result.gradients)
-            guard loss.isFinite, gradientNorm.isFinite else {
-                throw InterpError("training diverged at step \(state.step): the loss or a gradient is not finite; the last checkpoint is intact (lower --lr)", file: output)
-            }
-            // Firing statistics, as SAELens keeps them.
-            let S = settings.dSAE, B = x.shape[0]
-            let counts = result.firingCounts ?? Self.firingCounts(result.featureActs, rows: B, width: S)
-            let active = Self.recordFirings(counts, firings: &state.firings, sinceFired: &state.sinceFired)
-            state.samples += B
-            state.topkThreshold = architecture.updatedThreshold(state.topkThreshold, after: result)
-            state.adam.learningRate = settings.learningRate(at: state.step)
-            state.adam.update(&state.parameters, gradients: result.gradients, norm: gradientNorm)
-            state.step += 1
-
+            let taken = try step(&state, x: x, workspace: workspace, output: output)
             if state.step % max(settings.logEvery, 1) == 0 || state.step == settings.steps {
-                let ev = explainedVariance(x, result.reconstruction)
-                let l0 = Float(active) / Float(B)
-                last = (ev, l0)
-                let deadCount = dead.filter { $0 }.count
                 let rate = Double((state.step - startStep) * settings.batchSize) / max(Date().timeIntervalSince(start), 1e-9)
-                var fields = result.losses.keys.sorted().map { "\(JSONText.quote($0)):\(result.losses[$0]!)" }
-                fields += ["\"step\":\(state.step)", "\"tokens\":\(state.step * settings.batchSize)", "\"loss\":\(loss)",
-                           "\"l0\":\(l0)", "\"explained_variance\":\(ev)", "\"dead_latents\":\(deadCount)",
-                           "\"lr\":\(state.adam.learningRate)", "\"tokens_per_second\":\(Int(rate))"]
-                if architecture.tracksThreshold { fields.append("\"topk_threshold\":\(state.topkThreshold)") }
-                try log.write(contentsOf: Data(("{" + fields.joined(separator: ",") + "}\n").utf8))
-                try progress(TrainingProgress(step: state.step, steps: settings.steps, tokensPerSecond: rate, loss: loss,
-                                          mse: result.losses["mse_loss"] ?? 0, l0: l0, explainedVariance: ev, deadLatents: deadCount,
-                                          batchSize: settings.batchSize))
+                let line = logLine(taken, state: state, x: x, tokensPerSecond: rate)
+                last = (line.progress.explainedVariance, line.progress.l0)
+                try log.write(contentsOf: Data(line.json.utf8))
+                try progress(line.progress)
             }
             if settings.checkpointEvery > 0 && state.step % settings.checkpointEvery == 0 && state.step < settings.steps {
                 try log.synchronize()
@@ -273,10 +214,95 @@ public final class SAETrainer {
             state.topkThreshold /= Double(scale)
         }
         try writeInferenceDirectory(state, output: output)
-        try? fm.removeItem(atPath: checkpointPath)
+        try? FileManager.default.removeItem(atPath: checkpointPath)
         return TrainingSummary(directory: output, steps: state.step, resumedFrom: startStep, finalExplainedVariance: last.ev,
                                finalL0: last.l0, deadLatents: state.sinceFired.filter { $0 > Float(settings.deadFeatureWindow) }.count,
                                subspaceRank: state.subspaceRank)
+    }
+
+    /// A new run: the output directory made, the parameters initialised, an empty log.
+    private func initialState(output: String, checkpoint: String, log: String) throws -> State {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: output + "/sae_weights.safetensors") || fm.fileExists(atPath: checkpoint) {
+            throw InterpError("already holds an SAE or a checkpoint; use --resume to continue, or another directory", file: output)
+        }
+        do { try fm.createDirectory(atPath: output, withIntermediateDirectories: true) } catch {
+            throw InterpError("cannot create the directory (\(error.localizedDescription))", file: output)
+        }
+        let threshold = architecture.hasThreshold ? settings.initialThreshold : nil
+        var subspaceRank: Int?
+        let p: SAEParameters
+        if settings.initialization == "subspace" {
+            let subspace = try SubspaceInitialization.activeSubspace(of: SubspaceInitialization.sample(reader))
+            subspaceRank = subspace.rank
+            p = SubspaceInitialization.parameters(dSAE: settings.dSAE, subspace: subspace, threshold: threshold, seed: settings.seed)
+        } else {
+            p = initialSAEParameters(dIn: reader.width, dSAE: settings.dSAE, threshold: threshold, seed: settings.seed)
+        }
+        guard fm.createFile(atPath: log, contents: nil) else { throw InterpError("cannot create the training log", file: log) }
+        return State(parameters: p, adam: AdamOptimizer(dIn: reader.width, dSAE: settings.dSAE, threshold: architecture.hasThreshold,
+                                                        learningRate: settings.learningRate),
+                     step: 0, sinceFired: [Float](repeating: 0, count: settings.dSAE),
+                     firings: [Float](repeating: 0, count: settings.dSAE), samples: 0, topkThreshold: 0, subspaceRank: subspaceRank)
+    }
+
+    /// The checkpoint's state, with the log cut back to its step.
+    private func resumedState(output: String, checkpoint: String, log: String) throws -> State {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: checkpoint) else {
+            throw InterpError(fm.fileExists(atPath: output + "/sae_weights.safetensors") ? "training is already complete; nothing to resume" : "no checkpoint to resume from", file: output)
+        }
+        let state = try loadCheckpoint(checkpoint)
+        try truncateLog(log, toStep: state.step)
+        return state
+    }
+
+    /// What one step leaves for the log.
+    private struct TakenStep {
+        var result: SAETrainingStep
+        var loss: Float
+        var deadLatents: Int
+        var active: Int
+    }
+
+    /// One step as SAELens takes it: the threshold projected to ≥ 0, loss and gradients, firing statistics, the
+    /// tracked threshold, and Adam at this step's learning rate with the gradient norm clipped.
+    private func step(_ state: inout State, x: Tensor, workspace: SAEWorkspace, output: String) throws -> TakenStep {
+        let dead = state.sinceFired.map { $0 > Float(settings.deadFeatureWindow) }
+        if architecture.hasThreshold {
+            state.parameters.modify("threshold") { t in t.withUnsafeMutableBufferPointer { for i in $0.indices { $0[i] = max($0[i], 0) } } }
+        }
+        let result = architecture.lossAndGradients(state.parameters, x: x, step: state.step, deadMask: dead, workspace: workspace)
+        let loss = result.losses.values.reduce(0, +)
+        let gradientNorm = AdamOptimizer.globalNorm(result.gradients)
+        guard loss.isFinite, gradientNorm.isFinite else {
+            throw InterpError("training diverged at step \(state.step): the loss or a gradient is not finite; the last checkpoint is intact (lower --lr)", file: output)
+        }
+        let B = x.shape[0]
+        let counts = result.firingCounts ?? Self.firingCounts(result.featureActs, rows: B, width: settings.dSAE)
+        let active = Self.recordFirings(counts, firings: &state.firings, sinceFired: &state.sinceFired)
+        state.samples += B
+        state.topkThreshold = architecture.updatedThreshold(state.topkThreshold, after: result)
+        state.adam.learningRate = settings.learningRate(at: state.step)
+        state.adam.update(&state.parameters, gradients: result.gradients, norm: gradientNorm)
+        state.step += 1
+        return TakenStep(result: result, loss: loss, deadLatents: dead.filter { $0 }.count, active: active)
+    }
+
+    /// The train_log.jsonl line after a step (SAELens's loss names, then interp's figures) and its progress report.
+    private func logLine(_ taken: TakenStep, state: State, x: Tensor, tokensPerSecond rate: Double) -> (json: String, progress: TrainingProgress) {
+        let ev = explainedVariance(x, taken.result.reconstruction)
+        let l0 = Float(taken.active) / Float(x.shape[0])
+        let losses = taken.result.losses
+        var fields = losses.keys.sorted().map { "\(JSONText.quote($0)):\(losses[$0]!)" }
+        fields += ["\"step\":\(state.step)", "\"tokens\":\(state.step * settings.batchSize)", "\"loss\":\(taken.loss)",
+                   "\"l0\":\(l0)", "\"explained_variance\":\(ev)", "\"dead_latents\":\(taken.deadLatents)",
+                   "\"lr\":\(state.adam.learningRate)", "\"tokens_per_second\":\(Int(rate))"]
+        if architecture.tracksThreshold { fields.append("\"topk_threshold\":\(state.topkThreshold)") }
+        let progress = TrainingProgress(step: state.step, steps: settings.steps, tokensPerSecond: rate, loss: taken.loss,
+                                        mse: losses["mse_loss"] ?? 0, l0: l0, explainedVariance: ev, deadLatents: taken.deadLatents,
+                                        batchSize: settings.batchSize)
+        return ("{" + fields.joined(separator: ",") + "}\n", progress)
     }
 
     /// SAELens's `expected_average_only_in` factor `√d_in / mean‖x‖`, the mean taken over the first 1,000 batches' worth of
