@@ -8,6 +8,7 @@ extension PatchSite: ExpressibleByArgument {}
 extension PatchIndexing: ExpressibleByArgument {}
 extension PatchDirection: ExpressibleByArgument {}
 extension PatchMetricKind: ExpressibleByArgument {}
+extension CircuitAblation: ExpressibleByArgument {}
 
 extension ExpressibleByArgument where Self: CaseIterable {
     /// A parser for an option with six words or more, whose list ArgumentParser's error would put on lines of their
