@@ -22,7 +22,7 @@ struct CacheCommand: ParsableCommand {
               --hooks blocks.0.hook_mlp_out --exclude-bos --out mlp.h5
         """)
 
-    @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: ArgumentHelp("JSON list of lists of token ids; one sequence each.", valueName: "file")) var tokens: String?
     @Option(name: .long, help: ArgumentHelp("Text, one document per line (needs the model's tokenizer).", valueName: "file")) var textFile: String?
     @Option(name: .long, help: ArgumentHelp("Hooks to cache: comma-separated names or glob patterns.", valueName: "patterns")) var hooks: String
@@ -46,7 +46,7 @@ struct CacheCommand: ParsableCommand {
     func run() throws {
         let input: CacheInput = tokens.map { .tokens(path: $0) } ?? .textFile(path: textFile!, contextLength: contextLength)
         let job = try ActivationCacheJob.prepare(
-            modelDirectory: model, input: input, hookPatterns: hooks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
+            modelDirectory: modelOptions.model, input: input, hookPatterns: hooks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
             output: out, batchSize: batchSize, maxTokens: maxTokens, excludeBOS: excludeBos, gzipLevel: compression == .gzip ? 4 : nil)
         let meter = ProgressLine()
         let summary = try job.run(mode: resume ? .resume : overwrite ? .overwrite : .create) { meter.update($0) }

@@ -31,7 +31,7 @@ struct CircuitsCommand: ParsableCommand {
               --metric kl --threshold 0.01 --out circuit.json --svg circuit.svg
         """)
 
-    @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: ArgumentHelp("The task (see above).", valueName: "file")) var task: String
     @Option(name: .long, help: "What ACDC minimises (see above).") var metric = Metric.kl
     @Option(name: .long, help: ArgumentHelp("τ: remove an edge when the metric rises by less than this.", valueName: "τ")) var threshold: Double?
@@ -55,7 +55,7 @@ struct CircuitsCommand: ParsableCommand {
     }
 
     func run() throws {
-        let transformer = try ModelLoader.load(directory: model)
+        let transformer = try modelOptions.load()
         let spec = try CircuitTask.load(task, config: transformer.config)
         if ablation != .zero && spec.corrupted == nil { throw InterpError("--ablation \(ablation.rawValue) needs \"corrupted\" prompts", file: task) }
         let measure = try spec.metric(metric.rawValue, model: transformer, file: task)
@@ -73,7 +73,7 @@ struct CircuitsCommand: ParsableCommand {
             seconds.append(Date().timeIntervalSince(start))
         }
         let first = results[0]
-        var extra: [String: Any] = ["seconds": seconds[0], "model": model]
+        var extra: [String: Any] = ["seconds": seconds[0], "model": modelOptions.model]
         if results.count > 1 {
             extra["sweep"] = zip(results, seconds).map { r, s in
                 ["threshold": r.threshold, "kept": r.keptCount, "circuit_metric": r.circuitMetric, "seconds": s] as [String: Any]

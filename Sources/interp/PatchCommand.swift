@@ -25,7 +25,7 @@ struct PatchCommand: ParsableCommand {
               --answer 41 --wrong 42 --site resid_pre --normalize --out patch.json --svg patch.svg
         """)
 
-    @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: ArgumentHelp("Clean prompts: JSON list of equal-length token-id lists.", valueName: "file")) var clean: String?
     @Option(name: .long, help: ArgumentHelp("Corrupted prompts, same shape.", valueName: "file")) var corrupted: String?
     @Option(name: .long, help: ArgumentHelp("A clean text prompt (repeatable; needs the model's tokenizer).", valueName: "text")) var cleanText: [String] = []
@@ -49,11 +49,11 @@ struct PatchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let transformer = try ModelLoader.load(directory: model)
-        let tokenizer = try BPETokenizer.load(modelDirectory: model)
+        let transformer = try modelOptions.load()
+        let tokenizer = try BPETokenizer.load(modelDirectory: modelOptions.model)
         func prompts(_ file: String?, _ texts: [String]) throws -> TokenBatch {
             if let file { return try TokenFile.batch(file, config: transformer.config) }
-            guard let tokenizer else { throw InterpError("the model has no tokenizer.json, so give token ids (--clean, --corrupted)", file: model) }
+            guard let tokenizer else { throw InterpError("the model has no tokenizer.json, so give token ids (--clean, --corrupted)", file: modelOptions.model) }
             return try TokenBatch(texts: texts, tokenizer: tokenizer, prependBOS: true, config: transformer.config)
         }
         let cleanBatch = try prompts(clean, cleanText), corruptedBatch = try prompts(corrupted, corruptedText)

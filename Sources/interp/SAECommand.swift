@@ -125,6 +125,7 @@ struct SAEEvalCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
     @Option(name: .long, help: ArgumentHelp("Dataset in the store.", valueName: "name")) var dataset: String
     @Option(name: .long, help: "Rows per batch.") var batchSize = 4096
+    // Not ModelOptions, whose --model is required: here it is optional, for the cross-entropy only.
     @Option(name: .long, help: ArgumentHelp("Also measure the cross-entropy recovered with this model.", valueName: "dir")) var model: String?
     @Option(name: .long, help: "Sequences of the store used for the cross-entropy.") var ceSequences = 64
     @Flag(name: .long, help: "Print JSON.") var json = false
