@@ -9,11 +9,9 @@ import Tokenization
 /// `PatchRequest`, what `interp patch` runs: the table, the clean and corrupted metrics and the normalisation are
 /// those of the pieces it is made of; token options resolve to ids or fail in one line.
 @Suite struct PatchRequestTests {
-    struct Prompts: Decodable { let clean: [[Int]]; let corrupted: [[Int]]; let answers: [Int]; let wrongs: [Int] }
-
     @Test func runEqualsItsPieces() throws {
         let model = try ModelLoader.load(directory: Fixtures.model("induction-2l"))
-        let prompts = try JSONDecoder().decode(Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/induction-2l.json")))
+        let prompts = try JSONDecoder().decode(PatchingTests.Prompts.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/patching/induction-2l.json")))
         let clean = try TokenBatch(prompts.clean, config: model.config), corrupted = try TokenBatch(prompts.corrupted, config: model.config)
         let metric = PatchingMetric.logitDifference(answers: prompts.answers, wrongs: prompts.wrongs)
         let cleanMetric = try metric(model.run(clean)), corruptedMetric = try metric(model.run(corrupted))
