@@ -40,7 +40,7 @@ public enum PatchIndexing: String, CaseIterable, Sendable {
     public var axes: [String] { rawValue.split(separator: ",").map(String.init) }
 }
 
-public enum PatchDirection: String, Sendable {
+public enum PatchDirection: String, CaseIterable, Sendable {
     /// Source activations from the clean run, written into the corrupted run (TransformerLens's patching).
     case denoise
     /// Source activations from the corrupted run, written into the clean run.

@@ -159,30 +159,25 @@ public enum Demo {
 
         // 5. Activation patching on the induction prompts.
         try stage("activation patching on \(prompts.clean.batch) induction prompts") {
-            let measure = PatchingMetric.logitDifference(answers: prompts.answers, wrongs: prompts.wrongs)
-            let clean = try measure(try model.run(prompts.clean)), corrupted = try measure(try model.run(prompts.corrupted))
-            guard clean != corrupted else { throw InterpError("the induction prompts give equal clean and corrupted logit differences") }
-            (report.patchCleanLogitDiff, report.patchCorruptedLogitDiff) = (clean, corrupted)
-            let normalized = PatchingMetric.normalized(measure, clean: clean, corrupted: corrupted)
-            let positionLabels = prompts.clean.rows[0].enumerated().map { "\($0.offset): \"\((try? tokenizer.decode([Int32($0.element)])) ?? "?")\"" }
+            var request = PatchRequest(model: model, clean: prompts.clean, corrupted: prompts.corrupted, answers: prompts.answers,
+                                       wrongs: prompts.wrongs, site: .residPre, normalize: true, tokenizer: tokenizer)
             var best: [String: (String, Double)] = [:]
             for (site, indexing, name) in [(PatchSite.residPre, PatchIndexing.layerPos, "patch-resid-pre"), (.headOut, .layerHead, "patch-heads")] {
-                let table = try ActivationPatching.table(model: model, clean: prompts.clean, corrupted: prompts.corrupted, site: site,
-                                                         indexing: indexing, metric: normalized)
-                let result = PatchingResult(site: site.rawValue, axes: indexing.axes, shape: table.shape, values: table.values,
-                                            cleanMetric: clean, corruptedMetric: corrupted, metric: "logit-diff", normalized: true,
-                                            direction: "denoise", labels: PatchingResult.labels(axes: indexing.axes, config: config, positions: positionLabels))
+                (request.site, request.indexing) = (site, indexing)
+                let result = try request.run()
+                (report.patchCleanLogitDiff, report.patchCorruptedLogitDiff) = (result.cleanMetric, result.corruptedMetric)
                 try AtomicFile.write(try result.json(), to: out + "/\(name).json")
                 let title = site == .residPre ? "Restoring the clean resid_pre at one layer and position" : "Restoring one head's clean output"
                 try AtomicFile.write(Data(result.heatmap(title: title).svg().utf8), to: out + "/\(name).svg")
-                let top = table.values.indices.max { table.values[$0] < table.values[$1] }!
-                let layerIndex = top / table.shape[1], other = top % table.shape[1]
-                best[name] = (site == .residPre ? "L\(layerIndex) pos \(other)" : "L\(layerIndex)H\(other)", table.values[top])
+                let top = result.values.indices.max { result.values[$0] < result.values[$1] }!
+                let layerIndex = top / result.shape[1], other = top % result.shape[1]
+                best[name] = (site == .residPre ? "L\(layerIndex) pos \(other)" : "L\(layerIndex)H\(other)", result.values[top])
             }
             (report.bestResidCell, report.bestResidValue) = best["patch-resid-pre"]!
             (report.bestHead, report.bestHeadValue) = best["patch-heads"]!
             return String(format: "logit diff clean %.2f, corrupted %.2f; most restored by %@ (%.2f) and head %@ (%.2f) → patch-*.svg",
-                          clean, corrupted, report.bestResidCell, report.bestResidValue, report.bestHead, report.bestHeadValue)
+                          report.patchCleanLogitDiff, report.patchCorruptedLogitDiff, report.bestResidCell, report.bestResidValue,
+                          report.bestHead, report.bestHeadValue)
         }
 
         // 6. ACDC on the induction task.

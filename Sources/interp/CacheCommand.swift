@@ -22,7 +22,7 @@ struct CacheCommand: ParsableCommand {
               --hooks blocks.0.hook_mlp_out --exclude-bos --out mlp.h5
         """)
 
-    @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: ArgumentHelp("JSON list of lists of token ids; one sequence each.", valueName: "file")) var tokens: String?
     @Option(name: .long, help: ArgumentHelp("Text, one document per line (needs the model's tokenizer).", valueName: "file")) var textFile: String?
     @Option(name: .long, help: ArgumentHelp("Hooks to cache: comma-separated names or glob patterns.", valueName: "patterns")) var hooks: String
@@ -31,22 +31,23 @@ struct CacheCommand: ParsableCommand {
     @Option(name: .long, help: "Sequences per forward pass.") var batchSize = 16
     @Option(name: .long, help: ArgumentHelp("Stop after this many tokens.", valueName: "n")) var maxTokens: Int?
     @Flag(name: .long, help: "Leave out the rows of BOS tokens (their activations are outliers).") var excludeBos = false
-    @Option(name: .long, help: "none, or gzip (with byte shuffle; gains little on float activations, costs much write speed).") var compression = "none"
+    @Option(name: .long, help: "Compress the datasets; gzip (with byte shuffle) gains little on float activations and costs much write speed.") var compression = Compression.none
     @Flag(name: .long, help: "Continue an interrupted run of the same command.") var resume = false
     @Flag(name: .long, help: "Replace an existing store (or abandon an interrupted run).") var overwrite = false
+
+    enum Compression: String, CaseIterable, ExpressibleByArgument { case none, gzip }
 
     func validate() throws {
         if (tokens == nil) == (textFile == nil) { throw ValidationError("give the input one way: --tokens or --text-file") }
         if resume && overwrite { throw ValidationError("--resume and --overwrite exclude each other") }
-        if !["none", "gzip"].contains(compression) { throw ValidationError("--compression is none or gzip") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
     }
 
     func run() throws {
         let input: CacheInput = tokens.map { .tokens(path: $0) } ?? .textFile(path: textFile!, contextLength: contextLength)
         let job = try ActivationCacheJob.prepare(
-            modelDirectory: model, input: input, hookPatterns: hooks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
-            output: out, batchSize: batchSize, maxTokens: maxTokens, excludeBOS: excludeBos, gzipLevel: compression == "gzip" ? 4 : nil)
+            modelDirectory: modelOptions.model, input: input, hookPatterns: hooks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) },
+            output: out, batchSize: batchSize, maxTokens: maxTokens, excludeBOS: excludeBos, gzipLevel: compression == .gzip ? 4 : nil)
         let meter = ProgressLine()
         let summary = try job.run(mode: resume ? .resume : overwrite ? .overwrite : .create) { meter.update($0) }
         meter.finish()

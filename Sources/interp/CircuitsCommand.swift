@@ -31,39 +31,41 @@ struct CircuitsCommand: ParsableCommand {
               --metric kl --threshold 0.01 --out circuit.json --svg circuit.svg
         """)
 
-    @Option(name: .long, help: ArgumentHelp("Model directory.", valueName: "dir")) var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: ArgumentHelp("The task (see above).", valueName: "file")) var task: String
-    @Option(name: .long, help: "kl, logit-diff or l2.") var metric = "kl"
+    @Option(name: .long, help: "What ACDC minimises (see above).") var metric = Metric.kl
     @Option(name: .long, help: ArgumentHelp("τ: remove an edge when the metric rises by less than this.", valueName: "τ")) var threshold: Double?
     @Option(name: .long, help: ArgumentHelp("Several τ, comma-separated: a sweep.", valueName: "a,b,c")) var thresholds: String?
-    @Option(name: .long, help: "corrupted, zero or mean.") var ablation = "corrupted"
+    @Option(name: .long, help: "What a removed edge gives its receiver (see above).") var ablation = CircuitAblation.corrupted
     @Flag(name: .long, help: "Token and position embeddings as two senders.") var splitEmbeddings = false
     @Option(name: .long, help: ArgumentHelp("Where to write the result (JSON).", valueName: "file")) var out: String
     @Option(name: .long, help: ArgumentHelp("Also write the kept graph as Graphviz DOT.", valueName: "file")) var dot: String?
     @Option(name: .long, help: ArgumentHelp("Also draw the kept graph as SVG (needs Graphviz's dot).", valueName: "file")) var svg: String?
+
+    /// The metrics of `CircuitTask.metric`.
+    enum Metric: String, CaseIterable, ExpressibleByArgument {
+        case kl, logitDifference = "logit-diff", l2
+    }
 
     func validate() throws {
         if (threshold == nil) == (thresholds == nil) { throw ValidationError("give --threshold τ or --thresholds a,b,c") }
         if let thresholds, thresholds.split(separator: ",").contains(where: { Double($0) == nil }) {
             throw ValidationError("--thresholds is a comma-separated list of numbers")
         }
-        if CircuitAblation(rawValue: ablation) == nil { throw ValidationError("--ablation is corrupted, zero or mean") }
-        if !["kl", "logit-diff", "l2"].contains(metric) { throw ValidationError("--metric is kl, logit-diff or l2") }
     }
 
     func run() throws {
-        let transformer = try ModelLoader.load(directory: model)
+        let transformer = try modelOptions.load()
         let spec = try CircuitTask.load(task, config: transformer.config)
-        let kind = CircuitAblation(rawValue: ablation)!
-        if kind != .zero && spec.corrupted == nil { throw InterpError("--ablation \(ablation) needs \"corrupted\" prompts", file: task) }
-        let measure = try spec.metric(metric, model: transformer, file: task)
+        if ablation != .zero && spec.corrupted == nil { throw InterpError("--ablation \(ablation.rawValue) needs \"corrupted\" prompts", file: task) }
+        let measure = try spec.metric(metric.rawValue, model: transformer, file: task)
         let taus = thresholds.map { $0.split(separator: ",").map { Double($0)! } } ?? [threshold!]
         var results: [CircuitResult] = []
         var seconds: [Double] = []
         for tau in taus {
             let start = Date()
             let result = try ACDC.run(model: transformer, clean: spec.clean, corrupted: spec.corrupted, metric: measure,
-                                      settings: ACDC.Settings(threshold: tau, ablation: kind, splitEmbeddings: splitEmbeddings)) { done, total in
+                                      settings: ACDC.Settings(threshold: tau, ablation: ablation, splitEmbeddings: splitEmbeddings)) { done, total in
                 FileHandle.standardError.write(Data(String(format: "\rτ %g: receiver %d/%d (%.1f s)", tau, done, total, Date().timeIntervalSince(start)).utf8))
             }
             FileHandle.standardError.write(Data("\n".utf8))
@@ -71,14 +73,14 @@ struct CircuitsCommand: ParsableCommand {
             seconds.append(Date().timeIntervalSince(start))
         }
         let first = results[0]
-        var extra: [String: Any] = ["seconds": seconds[0], "model": model]
+        var extra: [String: Any] = ["seconds": seconds[0], "model": modelOptions.model]
         if results.count > 1 {
             extra["sweep"] = zip(results, seconds).map { r, s in
                 ["threshold": r.threshold, "kept": r.keptCount, "circuit_metric": r.circuitMetric, "seconds": s] as [String: Any]
             }
         }
         let data = try JSONSerialization.data(withJSONObject: first.jsonObject(extra: extra), options: [.prettyPrinted, .sortedKeys])
-        let title = "ACDC, \(metric), τ = \(first.threshold): \(first.keptCount) of \(first.graph.edges.count) edges"
+        let title = "ACDC, \(metric.rawValue), τ = \(first.threshold): \(first.keptCount) of \(first.graph.edges.count) edges"
         let dotText = first.dot(title: title)
         let svgData = try svg.map { _ in try Graphviz.svg(fromDOT: dotText) }
         try AtomicFile.write(data, to: out)
@@ -86,7 +88,7 @@ struct CircuitsCommand: ParsableCommand {
         if let svg, let svgData { try AtomicFile.write(svgData, to: svg) }
         for (r, s) in zip(results, seconds) {
             print(String(format: "τ %g: kept %d of %d edges; %@ full %.4g, circuit %.4g, empty %.4g (%.2f s, %d forward passes)",
-                         r.threshold, r.keptCount, r.graph.edges.count, metric, r.fullMetric, r.circuitMetric, r.emptyMetric, s, r.forwardPasses))
+                         r.threshold, r.keptCount, r.graph.edges.count, metric.rawValue, r.fullMetric, r.circuitMetric, r.emptyMetric, s, r.forwardPasses))
         }
         print("wrote \(out)")
     }

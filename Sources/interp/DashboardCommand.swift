@@ -7,12 +7,13 @@ struct SAEDashboardCommand: ParsableCommand {
         commandName: "dashboard",
         abstract: "Feature dashboards: static HTML pages showing what each SAE latent fires on and what it does.",
         discussion: """
-        The text is tokenized and cut into windows as `interp cache --text-file` does; the model runs up to the SAE's \
-        hook (cfg.json's metadata.hook_name) and the SAE encodes every token there (BOS tokens left out). For each \
-        latent that fires, a page shows its density, a histogram of its activations, the tokens whose logits its \
-        decoder direction raises and lowers most (W_dec · W_U, for SAEs on the residual stream, attention or MLP \
-        output), and the contexts where it fires most strongly, every token shaded by its activation. DIR/index.html \
-        lists all latents by density. No scripts: the pages open from disk in any browser.
+        The model (--model) is the one the SAE was trained on, with its tokenizer.json. The text is tokenized and cut \
+        into windows as `interp cache --text-file` does; the model runs up to the SAE's hook (cfg.json's \
+        metadata.hook_name) and the SAE encodes every token there (BOS tokens left out). For each latent that fires, a \
+        page shows its density, a histogram of its activations, the tokens whose logits its decoder direction raises \
+        and lowers most (W_dec · W_U, for SAEs on the residual stream, attention or MLP output), and the contexts \
+        where it fires most strongly, every token shaded by its activation. DIR/index.html lists all latents by \
+        density. No scripts: the pages open from disk in any browser.
 
         Example:
           interp sae dashboard --sae sae-topk --model fixtures/models/text-tiny \\
@@ -20,7 +21,7 @@ struct SAEDashboardCommand: ParsableCommand {
         """)
 
     @Option(name: .long, help: ArgumentHelp("SAE directory (cfg.json + sae_weights.safetensors).", valueName: "dir")) var sae: String
-    @Option(name: .long, help: ArgumentHelp("The model the SAE was trained on (with its tokenizer.json).", valueName: "dir")) var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: ArgumentHelp("Text, one document per line.", valueName: "file")) var textFile: String
     @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out: String
     @Option(name: .long, help: ArgumentHelp("Tokens per window (default: the SAE's context_size, else 128 or the model's context).", valueName: "n")) var contextLength: Int?
@@ -43,9 +44,9 @@ struct SAEDashboardCommand: ParsableCommand {
         guard let hookName = autoencoder.config.metadata?.hookName else {
             throw InterpError("cfg.json names no metadata.hook_name, so the SAE's place in the model is unknown", file: sae + "/cfg.json")
         }
-        let transformer = try ModelLoader.load(directory: model)
-        guard let tokenizer = try BPETokenizer.load(modelDirectory: model) else {
-            throw InterpError("the model has no tokenizer.json, which dashboards need to read the text and show tokens", file: model)
+        let transformer = try modelOptions.load()
+        guard let tokenizer = try BPETokenizer.load(modelDirectory: modelOptions.model) else {
+            throw InterpError("the model has no tokenizer.json, which dashboards need to read the text and show tokens", file: modelOptions.model)
         }
         let length = contextLength ?? autoencoder.config.metadata?.contextSize ?? min(128, transformer.config.nCtx)
         guard length <= transformer.config.nCtx else {

@@ -21,6 +21,7 @@ struct DemoCommand: ParsableCommand {
         """)
 
     @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out = "interp-demo"
+    // Not ModelOptions, whose --model is required: the demo defaults to the bundled model.
     @Option(name: .long, help: ArgumentHelp("Model directory (default: the bundled English model).", valueName: "dir")) var model: String?
     @Option(name: .long, help: ArgumentHelp("Text, one document per line (default: the bundled slice).", valueName: "file")) var textFile: String?
     @Option(name: .long, help: "SAE training steps.") var saeSteps = 1500

@@ -34,7 +34,7 @@ struct SAETrainCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
     @Option(name: .long, help: ArgumentHelp("Dataset in the store (any float dataset [n, d] or [n, heads, d_head]).", valueName: "name")) var dataset: String
-    @Option(name: .long, help: "standard, topk, batchtopk or jumprelu.") var architecture = "standard"
+    @Option(name: .long, help: "The SAE's architecture (see above).") var architecture = Architecture.standard
     @Option(name: .long, help: ArgumentHelp("Number of latents.", valueName: "n")) var dSae: Int?
     @Option(name: .long, help: ArgumentHelp("Latents as a multiple of d_in (instead of --d-sae).", valueName: "e")) var expansionFactor: Int?
     @Option(name: .long, help: "Active latents per row (topk; batchtopk: on average, may be fractional).") var k: Double?
@@ -48,7 +48,7 @@ struct SAETrainCommand: ParsableCommand {
     @Option(name: .long, help: "Learning rate.") var lr: Float = 3e-4
     @Option(name: .long, help: "Linear LR warm-up steps.") var lrWarmUpSteps = 0
     @Option(name: .long, help: "Linear LR decay steps at the end.") var lrDecaySteps = 0
-    @Option(name: .long, help: "constant, or cosine: annealing from --lr to --lr-end between warm-up and decay (SAELens's cosineannealing).") var lrSchedule = "constant"
+    @Option(name: .long, help: "cosine: annealing from --lr to --lr-end between warm-up and decay (SAELens's cosineannealing).") var lrSchedule = LRSchedule.constant
     @Option(name: .long, help: "Where cosine annealing ends and the final decay starts (default --lr / 10).") var lrEnd: Float?
     @Option(name: .long, help: "Rows per step.") var batchSize = 4096
     @Option(name: .long, help: "Training steps.") var steps: Int?
@@ -58,30 +58,36 @@ struct SAETrainCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The same window in training tokens (instead of --dead-feature-window), e.g. 10000000 as in OpenAI's TopK SAEs.", valueName: "n")) var deadFeatureTokens: Int?
     @Option(name: .long, help: "Write a log line every N steps.") var logEvery = 10
     @Option(name: .long, help: "Checkpoint every N steps (0: never).") var checkpointEvery = 0
-    @Option(name: .long, help: "none, or expected-average: scale inputs to mean norm √d_in while training, folded into the weights at the end.") var normalize = "none"
-    @Option(name: .customLong("init"), help: "default (SAELens), or subspace: decoder rows start inside the principal subspace holding 99% of the activations' variance (fewer dead latents on attention outputs).") var initialization = "default"
+    @Option(name: .long, help: "expected-average: scale inputs to mean norm √d_in while training, folded into the weights at the end.") var normalize = Normalization.none
+    @Option(name: .customLong("init"), help: "default: SAELens's; subspace: decoder rows start inside the principal subspace holding 99% of the activations' variance (fewer dead latents on attention outputs).") var initialization = Initialization.saeLens
     @Flag(name: .long, help: "Continue from DIR's checkpoint.") var resume = false
     @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out: String
+
+    // The words of SAETrainingSettings' string fields (strings there, as checkpoints store them).
+    enum Architecture: String, CaseIterable, ExpressibleByArgument { case standard, topk, batchtopk, jumprelu }
+    enum LRSchedule: String, CaseIterable, ExpressibleByArgument { case constant, cosine }
+    enum Normalization: String, CaseIterable, ExpressibleByArgument { case none, expectedAverage = "expected-average" }
+    enum Initialization: String, CaseIterable, ExpressibleByArgument { case saeLens = "default", subspace }
 
     func validate() throws {
         if (dSae == nil) == (expansionFactor == nil) { throw ValidationError("give the SAE's width one way: --d-sae or --expansion-factor") }
         if (steps == nil) == (tokens == nil) { throw ValidationError("give the training length one way: --steps or --tokens") }
         if deadFeatureWindow != nil && deadFeatureTokens != nil { throw ValidationError("give the dead-latent window one way: --dead-feature-window or --dead-feature-tokens") }
-        if ["topk", "batchtopk"].contains(architecture) && k == nil { throw ValidationError("--architecture \(architecture) needs --k") }
+        if [.topk, .batchtopk].contains(architecture) && k == nil { throw ValidationError("--architecture \(architecture.rawValue) needs --k") }
     }
 
     func run() throws {
         // d_in comes from the dataset, so an expansion factor needs the store opened first.
         let width = try expansionFactor.map { try ActivationReader(path: activations, dataset: dataset).width * $0 } ?? dSae!
         let settings = SAETrainingSettings(
-            architecture: architecture, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
+            architecture: architecture.rawValue, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
             auxCoefficient: auxCoefficient, l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth,
             initialThreshold: initialThreshold, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
-            lrSchedule: lrSchedule, lrEnd: lrEnd,
+            lrSchedule: lrSchedule.rawValue, lrEnd: lrEnd,
             batchSize: batchSize, steps: steps ?? max(1, tokens! / batchSize), seed: seed,
             deadFeatureWindow: deadFeatureWindow ?? deadFeatureTokens.map { max(1, ($0 + batchSize - 1) / batchSize) } ?? 1000,
-            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize,
-            initialization: initialization)
+            logEvery: logEvery, checkpointEvery: checkpointEvery, activations: activations, dataset: dataset, normalize: normalize.rawValue,
+            initialization: initialization.rawValue)
         let trainer = try SAETrainer(settings: settings)
         var lastDraw = Date.distantPast
         let summary = try trainer.train(output: out, resume: resume) { p in
@@ -119,6 +125,7 @@ struct SAEEvalCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The HDF5 store.", valueName: "file")) var activations: String
     @Option(name: .long, help: ArgumentHelp("Dataset in the store.", valueName: "name")) var dataset: String
     @Option(name: .long, help: "Rows per batch.") var batchSize = 4096
+    // Not ModelOptions, whose --model is required: here it is optional, for the cross-entropy only.
     @Option(name: .long, help: ArgumentHelp("Also measure the cross-entropy recovered with this model.", valueName: "dir")) var model: String?
     @Option(name: .long, help: "Sequences of the store used for the cross-entropy.") var ceSequences = 64
     @Flag(name: .long, help: "Print JSON.") var json = false

@@ -17,6 +17,7 @@ struct TokenizeCommand: ParsableCommand {
           interp tokenize --model fixtures/models/text-tiny --text-file prompts.txt --json
         """)
 
+    // Not ModelOptions, whose --model is required and loads the model: here it is one of two ways to name a tokenizer.
     @Option(name: .long, help: ArgumentHelp("Model directory whose tokenizer to use.", valueName: "dir"))
     var model: String?
 

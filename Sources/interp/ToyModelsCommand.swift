@@ -20,12 +20,15 @@ struct ToyModelsCommand: ParsableCommand {
     @Option(name: .long, help: "Batch size of the toy models' training.") var toyBatchSize = 1024
     @Option(name: .long, help: "Hidden-activation samples per model (SAE training and counting).") var samples = 10_000
     @Option(name: .long, help: "SAE training steps per model.") var saeSteps = 2000
-    @Option(name: .long, help: "SAE architecture: jumprelu (default), or standard (its L1 lets one feature split over duplicate latents for free).") var architecture = "jumprelu"
+    @Option(name: .long, help: "SAE architecture; standard's L1 lets one feature split over duplicate latents for free.") var architecture = Architecture.jumprelu
     @Option(name: .long, help: "SAE L1 coefficient (standard).") var l1Coefficient: Float = 1
     @Option(name: .long, help: "SAE L0 coefficient (jumprelu).") var l0Coefficient: Float = 0.1
     @Option(name: .long, help: "Random seed.") var seed: UInt64 = 0
     @Flag(name: .long, help: "Print JSON.") var json = false
     @Option(name: .long, help: ArgumentHelp("Write F (weights and SAE) against S as SVG.", valueName: "file")) var svg: String?
+
+    /// The SAE architectures that need no settings beyond those above (ToyModelValidation.Settings.architecture).
+    enum Architecture: String, CaseIterable, ExpressibleByArgument { case jumprelu, standard }
 
     func run() throws {
         var settings = ToyModelValidation.Settings()
@@ -36,7 +39,7 @@ struct ToyModelsCommand: ParsableCommand {
         settings.saeSteps = saeSteps
         settings.l1Coefficient = l1Coefficient
         settings.l0Coefficient = l0Coefficient
-        settings.architecture = architecture
+        settings.architecture = architecture.rawValue
         settings.seed = seed
         let directory = (NSTemporaryDirectory() as NSString).appendingPathComponent("interp-toy-\(getpid())")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
