@@ -89,6 +89,7 @@ extension BatchTopKSAE {
     /// inference; saved as a JumpReLU SAE (there is no inference face of its own).
     public struct Training: SAETrainingArchitecture {
         public static let name = "batchtopk"
+        public static var needsK: Bool { true }
         public let k: Double
         public let auxCoefficient: Float
         public let thresholdRate: Double

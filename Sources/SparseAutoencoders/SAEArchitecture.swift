@@ -6,6 +6,8 @@ import InterpCore
 public protocol SAETrainingArchitecture: Sendable {
     /// `--architecture` and `SAETrainingSettings.architecture`.
     static var name: String { get }
+    /// Whether it needs `SAETrainingSettings.k` (`--k`).
+    static var needsK: Bool { get }
     /// Reads and checks this architecture's settings; the error names the option.
     init(settings: SAETrainingSettings) throws
     /// Whether the trained parameters include a per-latent `threshold`.
@@ -21,6 +23,7 @@ public protocol SAETrainingArchitecture: Sendable {
 }
 
 extension SAETrainingArchitecture {
+    public static var needsK: Bool { false }
     public var hasThreshold: Bool { false }
     public var tracksThreshold: Bool { false }
     public func updatedThreshold(_ threshold: Double, after step: SAETrainingStep) -> Double { threshold }

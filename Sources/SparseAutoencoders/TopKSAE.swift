@@ -456,6 +456,7 @@ extension TopKSAE {
     /// Training: k latents per row, decoder-norm rescaling, AuxK on dead latents.
     public struct Training: SAETrainingArchitecture {
         public static let name = "topk"
+        public static var needsK: Bool { true }
         public let k: Int
         public let auxCoefficient: Float
 

@@ -63,8 +63,19 @@ struct SAETrainCommand: ParsableCommand {
     @Flag(name: .long, help: "Continue from DIR's checkpoint.") var resume = false
     @Option(name: .long, help: ArgumentHelp("Output directory.", valueName: "dir")) var out: String
 
-    // The words of SAETrainingSettings' string fields (strings there, as checkpoints store them).
-    enum Architecture: String, CaseIterable, ExpressibleByArgument { case standard, topk, batchtopk, jumprelu }
+    /// A name from `SAERegistry.training`, so that a new architecture needs no line here.
+    struct Architecture: ExpressibleByArgument {
+        let kind: any SAETrainingArchitecture.Type
+        init?(argument: String) {
+            guard let kind = SAERegistry.training(named: argument) else { return nil }
+            self.kind = kind
+        }
+        static var allValueStrings: [String] { SAERegistry.training.map { $0.name } }
+        var defaultValueDescription: String { kind.name }
+        static let standard = Architecture(argument: StandardSAE.Training.name)!
+    }
+
+    // The words of SAETrainingSettings' other string fields (strings there, as checkpoints store them).
     enum LRSchedule: String, CaseIterable, ExpressibleByArgument { case constant, cosine }
     enum Normalization: String, CaseIterable, ExpressibleByArgument { case none, expectedAverage = "expected-average" }
     enum Initialization: String, CaseIterable, ExpressibleByArgument { case saeLens = "default", subspace }
@@ -73,14 +84,14 @@ struct SAETrainCommand: ParsableCommand {
         if (dSae == nil) == (expansionFactor == nil) { throw ValidationError("give the SAE's width one way: --d-sae or --expansion-factor") }
         if (steps == nil) == (tokens == nil) { throw ValidationError("give the training length one way: --steps or --tokens") }
         if deadFeatureWindow != nil && deadFeatureTokens != nil { throw ValidationError("give the dead-latent window one way: --dead-feature-window or --dead-feature-tokens") }
-        if [.topk, .batchtopk].contains(architecture) && k == nil { throw ValidationError("--architecture \(architecture.rawValue) needs --k") }
+        if architecture.kind.needsK && k == nil { throw ValidationError("--architecture \(architecture.kind.name) needs --k") }
     }
 
     func run() throws {
         // d_in comes from the dataset, so an expansion factor needs the store opened first.
         let width = try expansionFactor.map { try ActivationReader(path: activations, dataset: dataset).width * $0 } ?? dSae!
         let settings = SAETrainingSettings(
-            architecture: architecture.rawValue, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
+            architecture: architecture.kind.name, dSAE: width, k: k, l1Coefficient: l1Coefficient, l1WarmUpSteps: l1WarmUpSteps,
             auxCoefficient: auxCoefficient, l0Coefficient: l0Coefficient, l0WarmUpSteps: l0WarmUpSteps, bandwidth: bandwidth,
             initialThreshold: initialThreshold, learningRate: lr, lrWarmUpSteps: lrWarmUpSteps, lrDecaySteps: lrDecaySteps,
             lrSchedule: lrSchedule.rawValue, lrEnd: lrEnd,
