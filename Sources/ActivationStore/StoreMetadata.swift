@@ -51,63 +51,62 @@ public struct StoreMetadata: Equatable, Sendable {
         try read(from: HDF5File(reading: path))
     }
 
+    /// The attributes, by name, in the order they are written: one table for the reader and the writer.
+    private enum Field {
+        case string(WritableKeyPath<StoreMetadata, String?>)
+        case integer(WritableKeyPath<StoreMetadata, Int?>)
+        /// 0 or 1.
+        case flag(WritableKeyPath<StoreMetadata, Bool?>)
+        /// A JSON list of strings.
+        case strings(WritableKeyPath<StoreMetadata, [String]?>)
+    }
+
+    private static let fields: [(name: String, field: Field)] = [
+        ("format", .string(\.format)), ("format_version", .integer(\.formatVersion)), ("interp_version", .string(\.interpVersion)),
+        ("model_name", .string(\.modelName)), ("model_format", .string(\.modelFormat)), ("model_weights_hash", .string(\.modelWeightsHash)),
+        ("hook_names", .strings(\.hookNames)), ("source", .string(\.source)), ("context_length", .integer(\.contextLength)),
+        ("prepend_bos", .flag(\.prependBOS)), ("exclude_bos", .flag(\.excludeBOS)), ("bos_token_id", .integer(\.bosTokenID)),
+        ("n_tokens", .integer(\.tokens)), ("n_sequences", .integer(\.sequences)), ("complete", .flag(\.complete)),
+    ]
+
     public static func read(from file: HDF5File) throws -> StoreMetadata {
         func integer(_ name: String) throws -> Int? {
             guard let value = try file.integerAttribute(name) else { return nil }
             guard let int = Int(exactly: value) else { throw InterpError("attribute '\(name)' is out of range", file: file.path) }
             return int
         }
-        func flag(_ name: String) throws -> Bool? {
-            guard let value = try integer(name) else { return nil }
-            guard value == 0 || value == 1 else { throw InterpError("attribute '\(name)' is \(value), not 0 or 1", file: file.path) }
-            return value == 1
-        }
         var m = StoreMetadata()
-        m.format = try file.stringAttribute("format")
-        m.formatVersion = try integer("format_version")
-        m.interpVersion = try file.stringAttribute("interp_version")
-        m.modelName = try file.stringAttribute("model_name")
-        m.modelFormat = try file.stringAttribute("model_format")
-        m.modelWeightsHash = try file.stringAttribute("model_weights_hash")
-        if let text = try file.stringAttribute("hook_names") {
-            guard let names = (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) else {
-                throw InterpError("attribute 'hook_names' is not a JSON list of strings", file: file.path)
+        for (name, field) in fields {
+            switch field {
+            case .string(let key): m[keyPath: key] = try file.stringAttribute(name)
+            case .integer(let key): m[keyPath: key] = try integer(name)
+            case .flag(let key):
+                guard let value = try integer(name) else { continue }
+                guard value == 0 || value == 1 else { throw InterpError("attribute '\(name)' is \(value), not 0 or 1", file: file.path) }
+                m[keyPath: key] = value == 1
+            case .strings(let key):
+                guard let text = try file.stringAttribute(name) else { continue }
+                guard let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
+                    throw InterpError("attribute '\(name)' is not a JSON list of strings", file: file.path)
+                }
+                m[keyPath: key] = list
             }
-            m.hookNames = names
         }
-        m.source = try file.stringAttribute("source")
-        m.contextLength = try integer("context_length")
-        m.prependBOS = try flag("prepend_bos")
-        m.excludeBOS = try flag("exclude_bos")
-        m.bosTokenID = try integer("bos_token_id")
-        m.tokens = try integer("n_tokens")
-        m.sequences = try integer("n_sequences")
-        m.complete = try flag("complete")
         return m
     }
 
-    /// Writes every attribute that is set; `complete` last, after a flush, so a reader never sees it on a partial store.
+    /// Writes every attribute that is set. `complete` comes last in the table and is written after a flush, so a
+    /// reader never sees it on a partial store.
     public func write(to file: HDF5File) throws {
-        func string(_ name: String, _ value: String?) throws { if let value { try file.setAttribute(name, string: value) } }
-        func integer(_ name: String, _ value: Int?) throws { if let value { try file.setAttribute(name, integer: Int64(value)) } }
-        func flag(_ name: String, _ value: Bool?) throws { try integer(name, value.map { $0 ? 1 : 0 }) }
-        try string("format", format)
-        try integer("format_version", formatVersion)
-        try string("interp_version", interpVersion)
-        try string("model_name", modelName)
-        try string("model_format", modelFormat)
-        try string("model_weights_hash", modelWeightsHash)
-        try string("hook_names", hookNames.map { "[" + $0.map(JSONText.quote).joined(separator: ",") + "]" })
-        try string("source", source)
-        try integer("context_length", contextLength)
-        try flag("prepend_bos", prependBOS)
-        try flag("exclude_bos", excludeBOS)
-        try integer("bos_token_id", bosTokenID)
-        try integer("n_tokens", tokens)
-        try integer("n_sequences", sequences)
-        if let complete {
-            try file.flush()
-            try flag("complete", complete)
+        for (name, field) in Self.fields {
+            if name == "complete" { try file.flush() }
+            switch field {
+            case .string(let key): if let value = self[keyPath: key] { try file.setAttribute(name, string: value) }
+            case .integer(let key): if let value = self[keyPath: key] { try file.setAttribute(name, integer: Int64(value)) }
+            case .flag(let key): if let value = self[keyPath: key] { try file.setAttribute(name, integer: value ? 1 : 0) }
+            case .strings(let key):
+                if let value = self[keyPath: key] { try file.setAttribute(name, string: "[" + value.map(JSONText.quote).joined(separator: ",") + "]") }
+            }
         }
         try file.flush()
     }

@@ -105,10 +105,7 @@ extension BatchTopKSAE {
         }
 
         public func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep {
-            let r = TopKSAE.lossAndGradients(p, x: x, options: .batchTopK(k: k, auxCoefficient: auxCoefficient), deadMask: deadMask, workspace: workspace)
-            return SAETrainingStep(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
-                                   reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
-                                   firingCounts: r.firingCounts)
+            TopKSAE.lossAndGradients(p, x: x, options: .batchTopK(k: k, auxCoefficient: auxCoefficient), deadMask: deadMask, workspace: workspace).step
         }
 
         public func updatedThreshold(_ threshold: Double, after step: SAETrainingStep) -> Double {

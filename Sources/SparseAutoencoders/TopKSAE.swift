@@ -452,6 +452,14 @@ extension TopKSAE {
     }
 }
 
+extension TopKSAE.StepResult {
+    /// The step as the trainer takes it, with SAELens's loss names (TopK and BatchTopK).
+    var step: SAETrainingStep {
+        SAETrainingStep(losses: ["mse_loss": mse, "auxiliary_reconstruction_loss": aux], featureActs: featureActs,
+                        reconstruction: reconstruction, gradients: gradients, minPositive: minPositive, firingCounts: firingCounts)
+    }
+}
+
 extension TopKSAE {
     /// Training: k latents per row, decoder-norm rescaling, AuxK on dead latents.
     public struct Training: SAETrainingArchitecture {
@@ -469,10 +477,7 @@ extension TopKSAE {
         }
 
         public func lossAndGradients(_ p: SAEParameters, x: Tensor, step: Int, deadMask: [Bool], workspace: SAEWorkspace) -> SAETrainingStep {
-            let r = TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: auxCoefficient), deadMask: deadMask, workspace: workspace)
-            return SAETrainingStep(losses: ["mse_loss": r.mse, "auxiliary_reconstruction_loss": r.aux], featureActs: r.featureActs,
-                                   reconstruction: r.reconstruction, gradients: r.gradients, minPositive: r.minPositive,
-                                   firingCounts: r.firingCounts)
+            TopKSAE.lossAndGradients(p, x: x, options: .init(k: k, auxCoefficient: auxCoefficient), deadMask: deadMask, workspace: workspace).step
         }
 
         /// SAELens saves TopK with the decoder norms folded into the weights.
