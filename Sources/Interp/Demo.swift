@@ -67,159 +67,32 @@ public enum Demo {
     /// `log` hears one line per stage start and end; `progress` a transient status line (a stage's progress).
     public static func run(_ settings: Settings, log: (String) -> Void = { _ in }, progress: @escaping (String) -> Void = { _ in }) throws -> Report {
         let start = Date()
-        let out = settings.output
-        var report = Report()
-        var stageStart = Date()
+        let demo = try DemoStages(settings: settings, progress: progress)
+        // The inputs are good: only now is anything written.
+        try FileManager.default.createDirectory(atPath: settings.output, withIntermediateDirectories: true)
         func stage(_ name: String, _ body: () throws -> String) throws {
-            stageStart = Date()
+            let stageStart = Date()
             log("· \(name) …")
             let summary = try body()
             let seconds = Date().timeIntervalSince(stageStart)
-            report.stages.append(.init(name: name, seconds: seconds))
+            demo.report.stages.append(.init(name: name, seconds: seconds))
             log(String(format: "  %@ (%.1f s)", summary, seconds))
         }
+        try stage("model: loss on the text and on repeated runs", demo.modelLoss)
+        try stage("cache \(demo.hook) to HDF5", demo.cache)
+        try stage("train a TopK SAE", demo.trainSAE)
+        try stage("evaluate the SAE", demo.evaluate)
+        try stage("effective feature count", demo.featureCount)
+        try stage("activation patching on \(demo.prompts.clean.batch) induction prompts", demo.patching)
+        try stage("ACDC circuit discovery", demo.circuit)
+        try stage("feature dashboards", demo.dashboards)
 
-        let model = try ModelLoader.load(directory: settings.modelDirectory)
-        guard let tokenizer = try BPETokenizer.load(modelDirectory: settings.modelDirectory) else {
-            throw InterpError("the model has no tokenizer.json; the demo reads text", file: settings.modelDirectory)
-        }
-        let config = model.config
-        let layer = settings.layer ?? max(0, config.nLayers / 2 - 1)
-        guard layer >= 0 && layer < config.nLayers else { throw InterpError("layer \(layer) is outside the model's \(config.nLayers) layers") }
-        let hook = HookName.block(layer, .residPost)
-        (report.model, report.hook, report.textFile) = (config.modelName, hook.description, settings.textFile)
-        // Windows of the text: the settings' length, or the model's context if that is shorter.
-        let contextLength = min(settings.contextLength, config.nCtx)
-        report.contextLength = contextLength
-        let windows = try FeatureDashboard.windows(textFile: settings.textFile, tokenizer: tokenizer, contextLength: contextLength)
-        let prompts = try InductionPrompts(textFile: settings.textFile, tokenizer: tokenizer, count: settings.inductionPrompts,
-                                           length: settings.inductionLength, config: config)
-        // The inputs are good: only now is anything written.
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-
-        // 0. The model on its text, and on repeated text (induction: the second copy is predicted from the first).
-        try stage("model: loss on the text and on repeated runs") {
-            report.textLoss = try meanLoss(model, windows, targets: 1..<contextLength)
-            let n = settings.inductionLength
-            report.firstCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: 2..<(n + 1))
-            report.secondCopyLoss = try meanLoss(model, prompts.clean.rows.map { $0.map(Int32.init) }, targets: (n + 2)..<(2 * n))
-            return String(format: "loss %.3f on %d windows of %d tokens; repeated runs: first copy %.3f, second copy %.3f",
-                          report.textLoss, windows.count, contextLength, report.firstCopyLoss, report.secondCopyLoss)
-        }
-
-        // 1. Cache.
-        let store = out + "/activations.h5"
-        try stage("cache \(hook) to HDF5") {
-            let job = try ActivationCacheJob.prepare(modelDirectory: settings.modelDirectory,
-                                                     input: .textFile(path: settings.textFile, contextLength: contextLength),
-                                                     hookPatterns: [hook.description], output: store, excludeBOS: true)
-            let summary = try job.run(mode: .overwrite) { p in progress("cached \(p.tokensDone)/\(p.tokensTotal) tokens") }
-            report.tokens = summary.tokens
-            return "\(summary.tokens) tokens from \(summary.sequences) windows → activations.h5"
-        }
-
-        // 2. Train a TopK SAE.
-        let saeDirectory = out + "/sae"
-        try stage("train a TopK SAE") {
-            let width = config.dModel * settings.expansionFactor
-            let trainer = try SAETrainer(settings: SAETrainingSettings(
-                architecture: "topk", dSAE: width, k: Double(settings.k), learningRate: settings.saeLearningRate,
-                lrDecaySteps: settings.saeSteps / 5, batchSize: settings.saeBatchSize, steps: settings.saeSteps, seed: 0,
-                deadFeatureWindow: 400, logEvery: 50, checkpointEvery: 0, activations: store, dataset: hook.description))
-            let summary = try trainer.train(output: saeDirectory, resume: false) { p in
-                if p.step % 25 == 0 || p.step == p.steps {
-                    progress(String(format: "step %d/%d · EV %.3f · L0 %.1f · dead %d", p.step, p.steps, p.explainedVariance, p.l0, p.deadLatents))
-                }
-            }
-            return String(format: "%d latents, k %d, %d steps of %d → sae/ (EV %.3f on the last batch)", width, settings.k,
-                          summary.steps, settings.saeBatchSize, summary.finalExplainedVariance)
-        }
-        let sae = try SparseAutoencoder.load(directory: saeDirectory)
-
-        // 3. Evaluate it.
-        try stage("evaluate the SAE") {
-            let evaluation = try SAEEvaluation.evaluate(sae, reader: try ActivationReader(path: store, dataset: hook.description))
-            let ce = try CrossEntropyRecovered.measure(sae, model: model, hook: hook, sequences: try StoreSequences.read(path: store))
-            (report.explainedVariance, report.l0, report.deadLatents, report.latents, report.mse) =
-                (evaluation.explainedVariance, evaluation.l0, evaluation.deadLatents, evaluation.latents, evaluation.mse)
-            (report.ceClean, report.ceSpliced, report.ceZero, report.ceRecovered) = (ce.clean, ce.spliced, ce.zeroAblation, ce.recovered)
-            return String(format: "explained variance %.3f, L0 %.1f, dead %d of %d; CE %.3f clean, %.3f spliced, %.3f zeroed: %.1f%% recovered",
-                          evaluation.explainedVariance, evaluation.l0, evaluation.deadLatents, evaluation.latents,
-                          ce.clean, ce.spliced, ce.zeroAblation, 100 * ce.recovered)
-        }
-
-        // 4. Effective feature count.
-        try stage("effective feature count") {
-            let result = try FeatureCount.measure(sae, reader: try ActivationReader(path: store, dataset: hook.description))
-            (report.effectiveFeatures, report.superposition, report.neurons) = (result.effectiveFeatures, result.superposition, result.neurons)
-            try AtomicFile.write(Data(result.convergencePlot(label: hook.description).svg().utf8), to: out + "/feature-count.svg")
-            return String(format: "F = %.1f features on N = %d dimensions: ψ = %.2f → feature-count.svg",
-                          result.effectiveFeatures, result.neurons, result.superposition)
-        }
-
-        // 5. Activation patching on the induction prompts.
-        try stage("activation patching on \(prompts.clean.batch) induction prompts") {
-            var request = PatchRequest(model: model, clean: prompts.clean, corrupted: prompts.corrupted, answers: prompts.answers,
-                                       wrongs: prompts.wrongs, site: .residPre, normalize: true, tokenizer: tokenizer)
-            var best: [String: (String, Double)] = [:]
-            for (site, indexing, name) in [(PatchSite.residPre, PatchIndexing.layerPos, "patch-resid-pre"), (.headOut, .layerHead, "patch-heads")] {
-                (request.site, request.indexing) = (site, indexing)
-                let result = try request.run()
-                (report.patchCleanLogitDiff, report.patchCorruptedLogitDiff) = (result.cleanMetric, result.corruptedMetric)
-                try AtomicFile.write(try result.json(), to: out + "/\(name).json")
-                let title = site == .residPre ? "Restoring the clean resid_pre at one layer and position" : "Restoring one head's clean output"
-                try AtomicFile.write(Data(result.heatmap(title: title).svg().utf8), to: out + "/\(name).svg")
-                let top = result.values.indices.max { result.values[$0] < result.values[$1] }!
-                let layerIndex = top / result.shape[1], other = top % result.shape[1]
-                best[name] = (site == .residPre ? "L\(layerIndex) pos \(other)" : "L\(layerIndex)H\(other)", result.values[top])
-            }
-            (report.bestResidCell, report.bestResidValue) = best["patch-resid-pre"]!
-            (report.bestHead, report.bestHeadValue) = best["patch-heads"]!
-            return String(format: "logit diff clean %.2f, corrupted %.2f; most restored by %@ (%.2f) and head %@ (%.2f) → patch-*.svg",
-                          report.patchCleanLogitDiff, report.patchCorruptedLogitDiff, report.bestResidCell, report.bestResidValue,
-                          report.bestHead, report.bestHeadValue)
-        }
-
-        // 6. ACDC on the induction task.
-        try stage("ACDC circuit discovery") {
-            let task = CircuitTask(clean: prompts.clean, corrupted: prompts.acdcCorrupted, positions: .from(settings.inductionLength + 1))
-            let metric = try task.metric("kl", model: model)
-            let result = try ACDC.run(model: model, clean: task.clean, corrupted: task.corrupted, metric: metric,
-                                      settings: ACDC.Settings(threshold: settings.threshold)) { done, total in
-                progress("receiver \(done)/\(total)")
-            }
-            let title = String(format: "ACDC on induction (KL, τ = %g): %d of %d edges", settings.threshold, result.keptCount, result.graph.edges.count)
-            let dot = result.dot(title: title)
-            try AtomicFile.write(try JSONSerialization.data(withJSONObject: result.jsonObject(extra: ["model": config.modelName]),
-                                                            options: [.prettyPrinted, .sortedKeys]), to: out + "/circuit.json")
-            try AtomicFile.write(Data(dot.utf8), to: out + "/circuit.dot")
-            try AtomicFile.write(try Graphviz.svg(fromDOT: dot), to: out + "/circuit.svg")
-            (report.circuitEdges, report.graphEdges, report.threshold) = (result.keptCount, result.graph.edges.count, settings.threshold)
-            (report.fullKL, report.circuitKL, report.emptyKL) = (result.fullMetric, result.circuitMetric, result.emptyMetric)
-            report.circuitHeads = Array(Set(result.keptEdges.flatMap { [$0.source, $0.destination] }
-                .filter { $0.hasPrefix("a") }.map { $0.split(separator: ".").prefix(2).joined(separator: ".") })).sorted()
-            return String(format: "kept %d of %d edges (KL %.3f; full model %.3g, no edges %.3f); heads %@ → circuit.svg",
-                          result.keptCount, result.graph.edges.count, result.circuitMetric, result.fullMetric, result.emptyMetric,
-                          report.circuitHeads.isEmpty ? "none" : report.circuitHeads.joined(separator: ", "))
-        }
-
-        // 7. Feature dashboards.
-        try stage("feature dashboards") {
-            let dashboard = try FeatureDashboard.gather(sae: sae, model: model, sequences: windows, hook: hook) { done, total in
-                progress("scanned \(done)/\(total) batches")
-            }
-            report.aliveLatents = dashboard.features.filter { !$0.isDead }.count
-            let html = DashboardHTML(dashboard: dashboard, subtitle: "TopK SAE (k = \(settings.k)) on \(config.modelName), \(settings.textFile)",
-                                     tokenText: { (try? tokenizer.decode([$0])) ?? "#\($0)" })
-            let pages = try html.write(to: out + "/dashboard")
-            return "\(report.aliveLatents) latents fire; \(pages) pages → dashboard/index.html"
-        }
-
+        var report = demo.report
         report.seconds = Date().timeIntervalSince(start)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(report), to: out + "/report.json")
-        try AtomicFile.write(Data(DemoPage(report: report, settings: settings).html().utf8), to: out + "/index.html")
+        try AtomicFile.write(try encoder.encode(report), to: settings.output + "/report.json")
+        try AtomicFile.write(Data(DemoPage(report: report, settings: settings).html().utf8), to: settings.output + "/index.html")
         return report
     }
 
