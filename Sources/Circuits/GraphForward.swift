@@ -288,12 +288,21 @@ final class GraphForward {
 
     // MARK: - Evaluation
 
+    /// The bound on what a run's buffers may hold: 2^28 floats, 1 GB. Those buffers grow with the run's rows, so the
+    /// bound caps the graph states per run: on the GPT-2-small graph run from layer 0 (156 senders' outputs and the
+    /// scratch, 168 × 768 floats a row) it allows about 2,000 rows; on small models `maxRows` binds first.
+    static let runMemoryFloats = 1 << 28
+    /// A run's row-sized scratch buffers besides the senders' outputs it keeps (see `Run`), in `[rows, D]` units, for
+    /// GPT-2's proportions (H·d = D, d_mlp = 4·D): receiver inputs 1, q|k|v 3, z 1, the MLP's hidden 4, its input and
+    /// output 2, a head's output 1.
+    static let scratchBuffersPerRow = 12
+
     /// The metric of each graph state (`present` flags per edge), every state run from `start`.
-    /// States are run `maxRows` rows at a time, fewer when the senders' outputs kept per state (every sender from the
-    /// start on, `[rows, D]` each) would pass about 1 GB.
-    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = 8192) throws -> [Double] {
+    /// States are run `maxRows` rows at a time, fewer when the run's buffers (every sender's output from the start on,
+    /// kept per state, and the scratch) would pass `runMemoryFloats`.
+    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = ACDC.Settings.defaultMaxRows) throws -> [Double] {
         let computedSenders = graph.senders.count - firstComputed(from: start).sender
-        let memoryRows = (1 << 28) / (D * (computedSenders + 12))   // 2^28 floats = 1 GB
+        let memoryRows = Self.runMemoryFloats / (D * (computedSenders + Self.scratchBuffersPerRow))
         let perChunk = max(1, min(maxRows, memoryRows) / rows0)
         var values: [Double] = []
         var first = 0
