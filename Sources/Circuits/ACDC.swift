@@ -36,8 +36,12 @@ public enum ACDC {
         public var splitEmbeddings: Bool
         /// Rows (graph states × prompts × positions) per batched forward.
         public var maxRows: Int
+        /// The default `maxRows`, unless memory bounds a batch lower (about 1 GB of buffers). More states per batch
+        /// share more of what is computed once for all of them, and the batch's fixed costs; at 8,192 rows a batch's
+        /// scratch buffers stay small (25 MB each at GPT-2 small's width).
+        public static let defaultMaxRows = 8192
 
-        public init(threshold: Double, ablation: CircuitAblation = .corrupted, splitEmbeddings: Bool = false, maxRows: Int = 8192) {
+        public init(threshold: Double, ablation: CircuitAblation = .corrupted, splitEmbeddings: Bool = false, maxRows: Int = defaultMaxRows) {
             self.threshold = threshold
             self.ablation = ablation
             self.splitEmbeddings = splitEmbeddings

@@ -36,38 +36,39 @@ final class GraphForward {
     let c: ModelConfig
     let B, P, rows0, D, H, d, hd: Int
     let metric: CircuitMetric
-    /// Addition edges into each receiver: (edge index, sender index).
-    private(set) var into: [CircuitGraph.Receiver: [(edge: Int, sender: Int)]] = [:]
+    /// Scratch buffers free for the next run, and sender outputs kept from earlier runs for later ones. Declared
+    /// before the per-sender arrays below so that they are freed before them: the other order leaves malloc to return
+    /// more of its heap to the system, and the next GraphForward's forward faults those pages in again (a fifth more
+    /// page faults, and a few percent of time, in the `acdc` benchmark).
+    let scratch = ScratchPool()
+    let keptOutputs = KeptOutputs()
     /// The direct edge of each head input.
     private(set) var direct: [CircuitGraph.Receiver: Int] = [:]
 
     /// Per sender `[rows0, D]`: its output in the clean run, its ablated output, and the difference.
-    private var clean: [[Float]] = []
-    private var ablated: [[Float]] = []
-    private var cleanDelta: [[Float]] = []
+    private(set) var clean: [[Float]] = []
+    private(set) var ablated: [[Float]] = []
+    private(set) var cleanDelta: [[Float]] = []
     /// Per layer: the clean run's residual stream before the layer and (MLP models) before its MLP; and after the
     /// last layer.
-    private var cleanPre: [[Float]] = [], cleanMid: [[Float]] = [], cleanFinal: [Float] = []
+    private(set) var cleanPre: [[Float]] = [], cleanMid: [[Float]] = [], cleanFinal: [Float] = []
     /// Ablated inputs: per layer before attention and before the MLP, and at the output; ablated q|k|v per layer
     /// `[rows0, 3·H·d]`.
-    private var ablatedPre: [[Float]] = [], ablatedMid: [[Float]] = [], ablatedFinal: [Float] = []
-    private var ablatedQKV: [[Float]] = []
+    private(set) var ablatedPre: [[Float]] = [], ablatedMid: [[Float]] = [], ablatedFinal: [Float] = []
+    private(set) var ablatedQKV: [[Float]] = []
     /// Receivers in forward order (each head's q, k, v; each MLP's input; the output); per receiver the addition
     /// edges into it and its direct edge; per edge its receiver (a direct edge's: the head input it leaves from) and its
     /// sender (-1 for a direct edge); per sender the receivers of its inputs.
-    private var receivers: [CircuitGraph.Receiver] = []
-    private var receiverEdges: [[(edge: Int, sender: Int)]] = []
-    private var receiverDirect: [Int?] = []
+    private(set) var receivers: [CircuitGraph.Receiver] = []
+    private(set) var receiverEdges: [[(edge: Int, sender: Int)]] = []
+    private(set) var receiverDirect: [Int?] = []
     private var edgeReceiver: [Int] = [], edgeSender: [Int] = []
-    private var senderInputs: [[Int]] = []
+    private(set) var senderInputs: [[Int]] = []
     /// Per receiver, the edge states seen so far (its removed edges, -1 for its direct edge) as small numbers.
     private var receiverIDs: [[[Int]: Int]] = []
-    /// Outputs kept from earlier runs, per sender: the key of what determined them, their delta and their change (see
-    /// `run`; `[rows0, D]`, or `[R, D]` in the last layer).
-    private var outputCache: [Int: (key: [Int], delta: UnsafeMutablePointer<Float>, change: UnsafeMutablePointer<Float>)] = [:]
 
     /// What a run's states have in common and what earlier runs computed for it.
-    private struct Plan {
+    struct Plan {
         /// Senders with no edge present in any state: not computed (every receiver gets their ablated output).
         var dead: [Bool]
         /// Whether a computed receiver's input or sender's output may differ between the states.
@@ -137,18 +138,10 @@ final class GraphForward {
         return Plan(dead: dead, receiverVaries: receiverVaries, senderVaries: senderVaries, keys: keys)
     }
     /// The unembedding's columns the metric reads.
-    private let unembedding: Unembedding
+    let unembedding: Unembedding
 
     /// Whether runs reuse outputs kept from earlier runs (off: every run computes every sender from its start).
     let reuseOutputs: Bool
-
-    /// Scratch buffers (pointer, capacity) free for the next run.
-    private var pool: [(UnsafeMutablePointer<Float>, Int)] = []
-
-    deinit {
-        pool.forEach { $0.0.deallocate() }
-        outputCache.values.forEach { $0.delta.deallocate(); $0.change.deallocate() }
-    }
 
     /// Batched forward passes run, and graph states run in them.
     private(set) var passes = 0, states = 0
@@ -168,6 +161,8 @@ final class GraphForward {
         d = c.dHead
         hd = H * d
         unembedding = model.unembedding.selecting(metric.logitIndices)
+        // Addition edges into each receiver: (edge index, sender index).
+        var into: [CircuitGraph.Receiver: [(edge: Int, sender: Int)]] = [:]
         for (i, edge) in graph.edges.enumerated() {
             if edge.kind == .addition {
                 into[edge.receiver, default: []].append((i, graph.senderIndex[edge.sender]!))
@@ -293,19 +288,23 @@ final class GraphForward {
 
     // MARK: - Evaluation
 
+    /// The bound on what a run's buffers may hold: 2^28 floats, 1 GB. Those buffers grow with the run's rows, so the
+    /// bound caps the graph states per run: on the GPT-2-small graph run from layer 0 (156 senders' outputs and the
+    /// scratch, 168 × 768 floats a row) it allows about 2,000 rows; on small models `maxRows` binds first.
+    static let runMemoryFloats = 1 << 28
+    /// A run's row-sized scratch buffers besides the senders' outputs it keeps (see `Run`), in `[rows, D]` units, for
+    /// GPT-2's proportions (H·d = D, d_mlp = 4·D): receiver inputs 1, q|k|v 3, z 1, the MLP's hidden 4, its input and
+    /// output 2, a head's output 1.
+    static let scratchBuffersPerRow = 12
+
     /// The metric of each graph state (`present` flags per edge), every state run from `start`.
-    /// States are run `maxRows` rows at a time, fewer when the senders' outputs kept per state (every sender from the
-    /// start on, `[rows, D]` each) would pass about 1 GB.
-    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = 8192) throws -> [Double] {
-        var values: [Double] = []
-        let computedSenders: Int
-        switch start {
-        case let .attention(l): computedSenders = graph.senders.count - graph.senderIndex[.head(layer: l, head: 0)]!
-        case let .mlp(l): computedSenders = graph.senders.count - graph.senderIndex[.mlp(layer: l)]!
-        case .output: computedSenders = 0
-        }
-        let memoryRows = (1 << 28) / (D * (computedSenders + 12))   // 2^28 floats = 1 GB
+    /// States are run `maxRows` rows at a time, fewer when the run's buffers (every sender's output from the start on,
+    /// kept per state, and the scratch) would pass `runMemoryFloats`.
+    func evaluate(_ states: [[Bool]], from start: Start, maxRows: Int = ACDC.Settings.defaultMaxRows) throws -> [Double] {
+        let computedSenders = graph.senders.count - firstComputed(from: start).sender
+        let memoryRows = Self.runMemoryFloats / (D * (computedSenders + Self.scratchBuffersPerRow))
         let perChunk = max(1, min(maxRows, memoryRows) / rows0)
+        var values: [Double] = []
         var first = 0
         while first < states.count {
             let chunk = Array(states[first..<min(states.count, first + perChunk)])
@@ -315,269 +314,27 @@ final class GraphForward {
         return values
     }
 
+    /// The first sender a run from `start` computes (`graph.senders.count` at the output) and the first layer.
+    private func firstComputed(from start: Start) -> (sender: Int, layer: Int) {
+        switch start {
+        case let .attention(l): return (graph.senderIndex[.head(layer: l, head: 0)]!, l)
+        case let .mlp(l): return (graph.senderIndex[.mlp(layer: l)]!, l)
+        case .output: return (graph.senders.count, c.nLayers)
+        }
+    }
+
+    /// One batched forward of `states` from `start` (see `Run`).
     private func run(_ states: [[Bool]], from start: Start) throws -> [Double] {
         passes += 1
         self.states += states.count
-        let V = states.count, rows = V * rows0, L = c.nLayers
-        // Scratch buffers come from a pool kept across runs: fresh pages cost more than the arithmetic here.
-        var taken: [(UnsafeMutablePointer<Float>, Int)] = []
-        defer { pool += taken }
-        func make(_ count: Int) -> UnsafeMutablePointer<Float> {
-            // The smallest free buffer that fits (a large one taken for a small request would be missed later).
-            if let i = pool.indices.filter({ pool[$0].1 >= count }).min(by: { pool[$0].1 < pool[$1].1 }) {
-                taken.append(pool.remove(at: i))
-                return taken.last!.0
-            }
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-            taken.append((p, max(count, 1)))
-            return p
+        defer { scratch.releaseAll() }
+        let first = firstComputed(from: start)
+        let run = Run(self, states: states, plan: plan(states, firstComputed: first.sender), firstComputed: first.sender)
+        for l in first.layer..<c.nLayers {
+            if start != .mlp(layer: l) { run.attention(l) }
+            run.mlp(l)
         }
-        let firstComputed: Int, firstLayer: Int
-        switch start {
-        case let .attention(l): (firstComputed, firstLayer) = (graph.senderIndex[.head(layer: l, head: 0)]!, l)
-        case let .mlp(l): (firstComputed, firstLayer) = (graph.senderIndex[.mlp(layer: l)]!, l)
-        case .output: (firstComputed, firstLayer) = (graph.senders.count, L)
-        }
-        let plan = plan(states, firstComputed: firstComputed), dead = plan.dead
-        // After the last layer's keys and values only the rows the metric reads matter: from there on the runs
-        // hold those rows alone ("read rows", `R` per state, prompt-major as the metric reads them).
-        let readPositions = metric.positions.resolved(positions: P), R = B * readPositions.count
-        let readRows = (0..<B).flatMap { b in readPositions.map { b * P + $0 } }
-
-        // What the runs computed, per sender from the start on: its output − its ablated output ("delta") and, for
-        // outputs every state shares, its output − its clean output ("change"). At every row (`[rows0, D]` per
-        // block) or, in the last layer, at the read rows (`[R, D]`); one block per state, or one for all.
-        struct Computed { let delta: UnsafePointer<Float>, change: UnsafePointer<Float>?, shared: Bool, read: Bool }
-        var computed: [Int: Computed] = [:]
-        /// `out += sign · term` for variant v, at every row or at the read rows, where term is sender s's delta or its
-        /// change. Senders before the start are clean: their delta is `cleanDelta`, their change 0.
-        func accumulate(_ s: Int, change: Bool, variant v: Int, read: Bool, into out: UnsafeMutablePointer<Float>, sign: Float) {
-            func add(_ source: UnsafePointer<Float>, sign: Float, sourceRead: Bool) {
-                if read && !sourceRead {
-                    for i in 0..<R { vectorAddScaled(out + i * D, sign, source + readRows[i] * D, D) }
-                } else {
-                    vectorAddScaled(out, sign, source, (read ? R : rows0) * D)
-                }
-            }
-            guard let values = computed[s] else {
-                precondition(s < firstComputed, "sender \(graph.senders[s]) read before it was computed")
-                if !change { cleanDelta[s].withUnsafeBufferPointer { add($0.baseAddress!, sign: sign, sourceRead: false) } }
-                return
-            }
-            let offset = values.shared ? 0 : v * (values.read ? R : rows0) * D
-            if !change {
-                add(values.delta + offset, sign: sign, sourceRead: values.read)
-            } else if let difference = values.change {
-                add(difference + offset, sign: sign, sourceRead: values.read)
-            } else {
-                // change = delta − cleanDelta
-                add(values.delta + offset, sign: sign, sourceRead: values.read)
-                cleanDelta[s].withUnsafeBufferPointer { add($0.baseAddress!, sign: -sign, sourceRead: false) }
-            }
-        }
-        /// The input of `receiver` for variant v into `out`, at every row or at the read rows, as whichever sums fewer
-        /// terms: its clean input − the clean delta of each removed sender + the change of each present computed
-        /// sender; or its ablated input + the delta of each present sender.
-        func receiverInput(_ receiver: CircuitGraph.Receiver, variant v: Int, atReadRows read: Bool, clean: [Float], ablated: [Float],
-                           into out: UnsafeMutablePointer<Float>) {
-            let edges = into[receiver] ?? []
-            var removed: [Int] = [], present: [Int] = [], changed = 0
-            for (edge, sender) in edges {
-                if states[v][edge] {
-                    present.append(sender)
-                    if sender >= firstComputed { changed += 1 }
-                } else {
-                    removed.append(sender)
-                }
-            }
-            let fromClean = removed.count + changed <= present.count
-            (fromClean ? clean : ablated).withUnsafeBufferPointer { base in
-                if read {
-                    for i in 0..<R { (out + i * D).update(from: base.baseAddress! + readRows[i] * D, count: D) }
-                } else {
-                    out.update(from: base.baseAddress!, count: rows0 * D)
-                }
-            }
-            if fromClean {
-                for s in removed { cleanDelta[s].withUnsafeBufferPointer { b in
-                    if read {
-                        for i in 0..<R { vectorAddScaled(out + i * D, -1, b.baseAddress! + readRows[i] * D, D) }
-                    } else {
-                        vectorAddScaled(out, -1, b.baseAddress!, rows0 * D)
-                    }
-                } }
-                for s in present where s >= firstComputed { accumulate(s, change: true, variant: v, read: read, into: out, sign: 1) }
-            } else {
-                for s in present { accumulate(s, change: false, variant: v, read: read, into: out, sign: 1) }
-            }
-        }
-        /// Keeps a computed sender's output (`blocks` blocks of `[rows0, D]`, or of `[R, D]` at the read rows) as its
-        /// delta and, when every state shares it, its change, kept for later runs too.
-        func record(_ s: Int, output: UnsafePointer<Float>, shared: Bool, read: Bool) {
-            let n = (read ? R : rows0) * D
-            let delta: UnsafeMutablePointer<Float>, change: UnsafeMutablePointer<Float>?
-            if shared && reuseOutputs {
-                // Written straight into the kept buffers (the sender's earlier output there is out of date).
-                let kept = outputCache[s] ?? (plan.keys[s]!, .allocate(capacity: n), .allocate(capacity: n))
-                (delta, change) = (kept.delta, kept.change)
-                outputCache[s] = (plan.keys[s]!, kept.delta, kept.change)
-            } else {
-                (delta, change) = (make((shared ? 1 : V) * n), shared ? make(n) : nil)
-            }
-            /// `out = output block − base` (base at every row or at the read rows).
-            func difference(_ block: Int, _ base: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-                if read {
-                    for i in 0..<R { vectorSubtract(output + block * n + i * D, base + readRows[i] * D, into: out + i * D, D) }
-                } else {
-                    vectorSubtract(output + block * n, base, into: out, n)
-                }
-            }
-            ablated[s].withUnsafeBufferPointer { a in
-                parallelChunks(shared ? 1 : V, minimumChunk: 1) { range in
-                    for block in range { difference(block, a.baseAddress!, into: delta + block * n) }
-                }
-            }
-            if let change { clean[s].withUnsafeBufferPointer { difference(0, $0.baseAddress!, into: change) } }
-            computed[s] = Computed(delta: delta, change: change, shared: shared, read: read)
-        }
-        /// Uses a sender's output kept from an earlier run.
-        func recall(_ s: Int, read: Bool) -> Bool {
-            guard reuseOutputs, !plan.senderVaries[s], let kept = outputCache[s], kept.key == plan.keys[s]! else { return false }
-            computed[s] = Computed(delta: kept.delta, change: kept.change, shared: true, read: read)
-            return true
-        }
-
-        let inputs = make(rows * D)
-        let qkvBuffer = make(rows * 3 * hd), z = make(rows * hd)
-        let hidden = make(c.attnOnly ? 0 : rows * c.dMLP)
-        /// A layer's MLP, at every row or (the last layer) at the read rows: not computed when dead; reused from an
-        /// earlier run, or computed once, when it is the same in every state; else computed per state.
-        func mlp(_ l: Int, atReadRows read: Bool) {
-            guard let ln2 = model.blocks[l].ln2, let layerMLP = model.blocks[l].mlp else { return }
-            let s = graph.senderIndex[.mlp(layer: l)]!
-            if dead[s] || recall(s, read: read) { return }
-            let once = !plan.senderVaries[s], blockRows = read ? R : rows0
-            let blocks = once ? 1 : V, n = blocks * blockRows
-            let mlpIn = make(n * D), mlpOut = make(n * D)
-            parallelChunks(blocks, minimumChunk: 1) { range in
-                for v in range {
-                    receiverInput(.mlp(layer: l), variant: v, atReadRows: read, clean: cleanMid[l], ablated: ablatedMid[l], into: mlpIn + v * blockRows * D)
-                }
-            }
-            let normed = ln2.forward(mlpIn, rows: n, out: mlpIn)
-            layerMLP.forward(normed, rows: n, hidden: hidden, into: mlpOut, schedule: .rowsAcrossCores)
-            record(s, output: mlpOut, shared: once, read: read)
-        }
-        for l in firstLayer..<L {
-            let block = model.blocks[l], attention = block.attention
-            func column(_ x: CircuitGraph.QKV, _ h: Int) -> Int { attention.columns(x.projection, head: h).lowerBound }
-            if start != .mlp(layer: l) {
-                // In the last layer queries are made at the read rows only, and heads' outputs there.
-                let last = l == L - 1, readOnlyQueries = last && R < rows0
-                let headSenders = (0..<H).map { graph.senderIndex[.head(layer: l, head: $0)]! }
-                // Heads: not computed when dead; reused from an earlier run, or computed once (in state 0's rows), when
-                // the same in every state; else computed per state.
-                var onceHeads: [Int] = [], varyingHeads: [Int] = []
-                for (h, s) in headSenders.enumerated() where !dead[s] && !recall(s, read: last) {
-                    if plan.senderVaries[s] { varyingHeads.append(h) } else { onceHeads.append(h) }
-                }
-                let varying = Set(varyingHeads)
-                // Their q, k and v inputs, grouped by the senders removed from them in each state: a group makes one
-                // input per state, normalised and multiplied together. An input that is the same in every state is
-                // made once, in state 0's rows, and copied to the others' where a varying head reads it.
-                struct Group: Hashable { let once: Bool, queriesOnly: Bool, removed: [[Int]] }
-                var groups: [Group: [(h: Int, x: CircuitGraph.QKV)]] = [:], order: [Group] = []
-                for x in CircuitGraph.QKV.allCases {
-                    for h in onceHeads + varyingHeads {
-                        let r = senderInputs[headSenders[h]][x.rawValue], once = !plan.receiverVaries[r]
-                        let blocks = once ? 1 : V
-                        // A removed direct edge makes the input irrelevant (the ablated value replaces it below).
-                        if (0..<blocks).allSatisfy({ !states[$0][receiverDirect[r]!] }) { continue }
-                        let removed = (0..<blocks).map { v in receiverEdges[r].filter { !states[v][$0.edge] }.map(\.sender) }
-                        let group = Group(once: once, queriesOnly: readOnlyQueries && x == .q, removed: removed)
-                        if groups[group] == nil { order.append(group) }
-                        groups[group, default: []].append((h, x))
-                    }
-                }
-                for group in order {
-                    let members = groups[group]!, receiver = CircuitGraph.Receiver.head(layer: l, head: members[0].h, members[0].x)
-                    let read = group.queriesOnly, blocks = group.once ? 1 : V, blockRows = read ? R : rows0, count = blocks * blockRows
-                    parallelChunks(blocks, minimumChunk: 1) { range in
-                        for v in range {
-                            receiverInput(receiver, variant: v, atReadRows: read, clean: cleanPre[l], ablated: ablatedPre[l],
-                                          into: inputs + v * blockRows * D)
-                        }
-                    }
-                    let n = block.ln1.forward(inputs, rows: count, out: inputs)
-                    // Products into q|k|v rows: straight into the buffer at every row, into scratch at the read rows.
-                    let out = read ? make(count * 3 * hd) : qkvBuffer
-                    attention.project(n, rows: count, only: members.map { ($0.x.projection, $0.h) }, into: out, schedule: .rowsAcrossCores)
-                    // Into place: read rows into their rows of each state; inputs made once into the other states'
-                    // rows of varying heads.
-                    guard read || (group.once && V > 1) else { continue }
-                    for (h, x) in members {
-                        let column = column(x, h)
-                        for v in 0..<(group.once && !varying.contains(h) ? 1 : V) where read || v > 0 {
-                            let block = group.once ? 0 : v
-                            for i in 0..<blockRows {
-                                let row = read ? readRows[i] : i
-                                (qkvBuffer + (v * rows0 + row) * 3 * hd + column).update(from: out + (block * blockRows + i) * 3 * hd + column, count: d)
-                            }
-                        }
-                    }
-                }
-                // Removed direct edges: the ablated q, k or v.
-                ablatedQKV[l].withUnsafeBufferPointer { a in
-                    for h in onceHeads + varyingHeads {
-                        for x in CircuitGraph.QKV.allCases {
-                            let directEdge = receiverDirect[senderInputs[headSenders[h]][x.rawValue]]!, column = column(x, h)
-                            for v in 0..<(varying.contains(h) ? V : 1) where !states[v][directEdge] {
-                                let block = qkvBuffer + v * rows0 * 3 * hd
-                                for r in 0..<rows0 { (block + r * 3 * hd + column).update(from: a.baseAddress! + r * 3 * hd + column, count: d) }
-                            }
-                        }
-                    }
-                }
-                let queries = last ? readPositions : nil
-                if !onceHeads.isEmpty {
-                    attention.fused(qkvBuffer, batch: B, positions: P, into: z, heads: onceHeads, queries: queries)
-                }
-                if !varyingHeads.isEmpty {
-                    attention.fused(qkvBuffer, batch: V * B, positions: P, into: z, heads: varyingHeads, queries: queries)
-                }
-                // Each head's output z_h·W_O[h] is a sender (b_O is in the clean and ablated inputs).
-                let blockRows = last ? R : rows0
-                let zRead = make(last ? V * R * d : 0), out = make(V * blockRows * D)
-                for h in onceHeads + varyingHeads {
-                    let blocks = varying.contains(h) ? V : 1
-                    if last {
-                        for v in 0..<blocks {
-                            for i in 0..<R { (zRead + (v * R + i) * d).update(from: z + (v * rows0 + readRows[i]) * hd + h * d, count: d) }
-                        }
-                        attention.headOutput(zRead, rows: blocks * R, ldz: d, head: h, into: out, schedule: .rowsAcrossCores)
-                    } else {
-                        attention.headOutput(z + h * d, rows: blocks * rows0, head: h, into: out, schedule: .rowsAcrossCores)
-                    }
-                    record(headSenders[h], output: out, shared: blocks == 1, read: last)
-                }
-            }
-            mlp(l, atReadRows: l == L - 1)
-        }
-        // The output, at the read rows.
-        let final = make(V * R * D)
-        for v in 0..<V { receiverInput(.output, variant: v, atReadRows: true, clean: cleanFinal, ablated: ablatedFinal, into: final + v * R * D) }
-        let readRowCount = V * R
-        let n = model.lnFinal.forward(final, rows: readRowCount, out: final)
-        let width = unembedding.width
-        let logits = make(readRowCount * width)
-        unembedding.forward(n, rows: readRowCount, into: logits, schedule: .rowsAcrossCores)
-        var values: [Double] = []
-        for v in 0..<V {
-            let count = R * width
-            let tensor = Tensor(shape: [B, readPositions.count, width], scalars: Array(UnsafeBufferPointer(start: logits + v * count, count: count)))
-            values.append(try metric.evaluate(tensor))
-        }
-        return values
+        return try run.metricValues()
     }
 }
 
