@@ -273,15 +273,6 @@ public enum JumpReLUSAE {
         }
         return mse / Double(B)
     }
-
-    /// Inference: `z = ReLU(pre)·[pre > θ]` (SAELens's inference `JumpReLUSAE.encode`) and its reconstruction.
-    public static func encodeAndDecode(_ p: SAEParameters, x: Tensor, applyBDecToInput: Bool) -> (featureActs: Tensor, reconstruction: Tensor) {
-        var clipped = p
-        // With θ ≥ 0 the ReLU changes nothing; a negative saved threshold would otherwise let negative values through.
-        clipped.threshold = Tensor(shape: [p.dSAE], scalars: p.threshold!.scalars.map { max($0, 0) })
-        let r = lossAndGradients(clipped, x: x, options: Options(l0Coefficient: 0, applyBDecToInput: applyBDecToInput))
-        return (r.featureActs, r.reconstruction)
-    }
 }
 
 extension JumpReLUSAE {
